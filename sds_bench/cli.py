@@ -1,0 +1,138 @@
+"""The ``sds-bench`` command: argument parsing and error reporting only; the work is done by the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from sds_bench.errors import UserError
+
+
+def cmd_plugins(args: argparse.Namespace) -> None:
+    """List every pruner and evaluator with its origin and description."""
+    from tabulate import tabulate
+
+    from sds_bench.registry import registry
+
+    reg = registry()
+    rows = [("pruner", p.name, reg.origins[f"Pruner:{p.name}"], p.description) for p in reg.pruners.values()]
+    rows += [("evaluator", e.name, reg.origins[f"Evaluator:{e.name}"], e.description) for e in reg.evaluators.values()]
+    print(tabulate(sorted(rows), headers=["kind", "name", "origin", "description"]))
+
+
+def cmd_prune(args: argparse.Namespace) -> None:
+    """Prune a model and write it with its pruning.json record."""
+    from sds_bench import api, models
+
+    options = _key_values(args.option)
+    if args.base:
+        options["base"] = args.base
+    model, tokenizer = models.load_model(args.model, args.dtype, "cpu" if args.offload == "cpu" else args.device,
+                                         args.attn_implementation)
+    record = api.prune(model, tokenizer, args.method, args.sparsity, args.calibration, args.nsamples, args.seqlen,
+                       args.seed, options, args.device, args.offload, args.batch_size, args.quiet)
+    record["model"] = args.model
+    api.save_pruned(model, tokenizer, record, args.output)
+    print(f"{args.method} {record['sparsity']}: measured sparsity {record['measured_sparsity']:.4f}, "
+          f"{record['wall_seconds']:.1f}s -> {args.output}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    """Evaluate a model: perplexity on a dataset (and any other registered evaluator)."""
+    from sds_bench import api, models
+
+    model, tokenizer = models.load_model(args.model, args.dtype, args.device, args.attn_implementation)
+    results = {}
+    for dataset in args.ppl or []:
+        options = {"dataset": dataset, "data_file": args.data_file, "seqlen": args.seqlen, "quiet": args.quiet,
+                   "max_windows": args.max_windows}
+        results[f"perplexity:{dataset}"] = api.evaluate(model, tokenizer, "perplexity", options)
+    for name in args.evaluator or []:
+        results[name] = api.evaluate(model, tokenizer, name, _key_values(args.option))
+    if not results:
+        raise UserError("nothing to evaluate: give --ppl DATASET or --evaluator NAME")
+    for name, result in results.items():
+        for metric, value in result.metrics.items():
+            print(f"{name}\t{metric}\t{value:.4f}")
+    if args.json:
+        print(json.dumps({k: {"metrics": r.metrics, "protocol": r.protocol} for k, r in results.items()}, default=str))
+
+
+def _key_values(pairs: list[str] | None) -> dict[str, str]:
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"bad option {pair!r}: use KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="local model directory, embedded:NAME, or Hugging Face hub id")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
+    p.add_argument("--dtype", default=None, help="auto, float32, float16, bfloat16 (default: the checkpoint's)")
+    p.add_argument("--attn-implementation", default=None, help="eager, sdpa, ... (default: the model's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="sds-bench", description=__doc__)
+    ap.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("plugins", help="list pruners and evaluators").set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("prune", help="prune a model and save it")
+    _model_arguments(p)
+    p.add_argument("--method", required=True, help="a registered pruner (see `sds-bench plugins`)")
+    p.add_argument("--sparsity", required=True, help="0.5, 50%%, unstructured:0.5, 2:4, 4:8, N:M")
+    p.add_argument("--base", default=None, help="base pruner, for wrappers such as --method sds")
+    p.add_argument("--calibration", default=None, help="c4, wikitext2, embedded, a text file, or a .pt/.npy token file")
+    p.add_argument("--nsamples", type=int, default=128)
+    p.add_argument("--seqlen", type=int, default=None, help="default: the model's context, capped at 2048")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=1, help="calibration sequences per forward (1 = reference order)")
+    p.add_argument("--offload", choices=["cpu", "device"], default="cpu",
+                   help="where the model and calibration activations wait while one block is on the device")
+    p.add_argument("-o", "--option", action="append", metavar="KEY=VALUE", help="a pruner option (repeatable)")
+    p.add_argument("--output", required=True, help="directory for the pruned model and pruning.json")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("eval", help="evaluate a model")
+    _model_arguments(p)
+    p.add_argument("--ppl", action="append", metavar="DATASET", help="wikitext2, ptb, c4, embedded, file (repeatable)")
+    p.add_argument("--data-file", default=None, help="local copy of the perplexity dataset")
+    p.add_argument("--seqlen", type=int, default=None)
+    p.add_argument("--max-windows", type=int, default=None, help="evaluate only the first windows (quick check)")
+    p.add_argument("--evaluator", action="append", metavar="NAME", help="another registered evaluator")
+    p.add_argument("-o", "--option", action="append", metavar="KEY=VALUE", help="an option of --evaluator")
+    p.add_argument("--json", action="store_true", help="also print metrics and protocol as JSON")
+    p.set_defaults(func=cmd_eval)
+
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as e:
+        if args.debug:
+            raise
+        print(f"sds-bench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sds-bench: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # anything unexpected still gets one line; --debug shows the traceback
+        if args.debug:
+            raise
+        print(f"sds-bench: error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

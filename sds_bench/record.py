@@ -1,0 +1,51 @@
+"""What every result records besides its numbers: library versions, device, git commit, and atomic JSON writes."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LIBRARIES = ("torch", "transformers", "datasets", "tokenizers", "lm_eval", "pluggy", "sds-bench")
+
+
+def environment(device: str | torch.device | None = None) -> dict[str, Any]:
+    """Library versions, Python, device name and suite commit: enough to say where a number came from."""
+    versions = {}
+    for lib in LIBRARIES:
+        try:
+            versions[lib] = importlib.metadata.version(lib)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
+    return {"versions": versions, "python": platform.python_version(), "device": str(dev), "device_name": name,
+            "torch_threads": torch.get_num_threads(), "git_commit": git_commit()}
+
+
+def git_commit() -> str | None:
+    """The commit of the sds-bench checkout this runs from, if it is one."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
+                             timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write JSON to a temporary file in the same directory and rename it over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
