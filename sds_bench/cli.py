@@ -24,10 +24,17 @@ def cmd_plugins(args: argparse.Namespace) -> None:
 def cmd_prune(args: argparse.Namespace) -> None:
     """Prune a model and write it with its pruning.json record."""
     from sds_bench import api, models
+    from sds_bench.plugin import parse_options
+    from sds_bench.registry import registry
+    from sds_bench.sparsity import Sparsity
 
     options = _key_values(args.option)
     if args.base:
         options["base"] = args.base
+    Sparsity.parse(args.sparsity)  # cheap checks first: fail before loading a large model
+    parse_options(registry().pruner(args.method), options)
+    models.resolve_device(args.device)
+    _quiet_transformers(args.quiet)
     model, tokenizer = models.load_model(args.model, args.dtype, "cpu" if args.offload == "cpu" else args.device,
                                          args.attn_implementation)
     record = api.prune(model, tokenizer, args.method, args.sparsity, args.calibration, args.nsamples, args.seqlen,
@@ -42,6 +49,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     """Evaluate a model: perplexity on a dataset (and any other registered evaluator)."""
     from sds_bench import api, models
 
+    _quiet_transformers(args.quiet)
     model, tokenizer = models.load_model(args.model, args.dtype, args.device, args.attn_implementation)
     results = {}
     for dataset in args.ppl or []:
@@ -57,6 +65,33 @@ def cmd_eval(args: argparse.Namespace) -> None:
             print(f"{name}\t{metric}\t{value:.4f}")
     if args.json:
         print(json.dumps({k: {"metrics": r.metrics, "protocol": r.protocol} for k, r in results.items()}, default=str))
+
+
+def cmd_bench_kernels(args: argparse.Namespace) -> None:
+    """Time dense against 2:4 sparse Linear kernels (and, with --e2e, whole models) on this GPU; write the tables."""
+    from sds_bench import kernels
+    from sds_bench.kernels.bench import make_e2e_plan
+
+    if not args.dry_run and (problem := kernels.gpu_problem(args.device)):
+        print(f"sds-bench bench kernels: {problem}; nothing timed")
+        return
+    e2e = make_e2e_plan(args.prefill, args.decode, args.context, args.new_tokens, args.e2e_reps) if args.e2e else None
+    plan = kernels.make_plan(args.model, args.suite, args.shapes, args.tokens, args.dtype, args.backend, e2e)
+    if args.dry_run:
+        print(plan.describe())
+        return
+    paths = kernels.run(plan, args.output, args.device, args.warmup, args.reps, not args.eager, args.peak_tflops,
+                        args.quiet)
+    print(paths["kernels.md"].read_text())
+    print("wrote " + ", ".join(str(path) for path in paths.values()))
+
+
+def _quiet_transformers(quiet: bool) -> None:
+    """--quiet also silences transformers' loading and saving progress bars."""
+    if quiet:
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()
 
 
 def _key_values(pairs: list[str] | None) -> dict[str, str]:
@@ -110,6 +145,33 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--option", action="append", metavar="KEY=VALUE", help="an option of --evaluator")
     p.add_argument("--json", action="store_true", help="also print metrics and protocol as JSON")
     p.set_defaults(func=cmd_eval)
+
+    bench = sub.add_parser("bench", help="speed benchmarks").add_subparsers(dest="bench", required=True)
+    p = bench.add_parser("kernels", help="dense vs 2:4 sparse Linear kernels (and whole models) on this GPU")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model", action="append", metavar="M",
+                       help="hub id, local directory or embedded:NAME; repeatable (default: opt-125m and llama-7b)")
+    which.add_argument("--suite", help="time the Linear shapes of a suite's models (name or .toml path)")
+    which.add_argument("--shapes", help="explicit OUTxIN weight shapes, e.g. 4096x4096,11008x4096")
+    p.add_argument("--tokens", help="token counts (rows of the input), default 1,16,128,512,2048,8192")
+    p.add_argument("--dtype", help="float16,bfloat16 (default both)")
+    p.add_argument("--backend", help="cutlass,cusparselt,torchao (default: all available)")
+    p.add_argument("--device", default="cuda", help="a CUDA device (default: cuda)")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--reps", type=int, default=30, help="timed repetitions per measurement (median and spread)")
+    p.add_argument("--eager", action="store_true",
+                   help="time eager calls, Python dispatch included, instead of CUDA graph replays")
+    p.add_argument("--peak-tflops", type=float, help="the GPU's dense fp16 peak, for GPUs not in the built-in table")
+    p.add_argument("--e2e", action="store_true", help="also time whole 2:4-pruned models (prefill and decode)")
+    p.add_argument("--prefill", help="end-to-end prefill sizes BATCHxSEQLEN (default 1x128,1x512,1x2048,8x512)")
+    p.add_argument("--decode", help="end-to-end decode batch sizes (default 1,16)")
+    p.add_argument("--context", type=int, default=512, help="tokens in the KV cache before decoding")
+    p.add_argument("--new-tokens", type=int, default=16, help="decode steps timed per repetition")
+    p.add_argument("--e2e-reps", type=int, default=10)
+    p.add_argument("--output", default="results/kernels", help="results folder; a subfolder per GPU is written")
+    p.add_argument("--dry-run", action="store_true", help="print what would be timed and exit (no GPU needed)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_bench_kernels)
 
     return ap
 

@@ -21,7 +21,9 @@ BUILTINS = (
     "sds_bench.pruners.magnitude",
     "sds_bench.pruners.wanda",
     "sds_bench.pruners.sparsegpt",
+    "sds_bench.pruners.sds",
     "sds_bench.eval.perplexity",
+    "sds_bench.eval.zeroshot",
 )
 ENV = "SDS_BENCH_PLUGINS"
 
@@ -74,7 +76,8 @@ def plugin_manager() -> tuple[pluggy.PluginManager, dict[str, str]]:
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as e:
-        raise PluginError(f"plugin {e.plugin_name!r} ({origin.get(e.plugin_name)}): {e}") from e
+        name = pm.get_name(e.plugin)
+        raise PluginError(f"plugin {name!r} ({origin.get(name)}): {e}") from e
     return pm, origin
 
 
@@ -85,24 +88,21 @@ def collect(pm: pluggy.PluginManager, origin: dict[str, str]) -> Registry:
         (pm.hook.register_pruners, reg.pruners, Pruner),
         (pm.hook.register_evaluators, reg.evaluators, Evaluator),
     ):
-        for impl in reversed(hook.get_hookimpls()):
+        for impl in hook.get_hookimpls():
             source = origin.get(impl.plugin_name, impl.plugin_name)
+            source = source if source == "builtin" else f"{impl.plugin_name} ({source})"
 
-            def register(item, _source=source, _table=table, _kind=kind, _plugin=impl.plugin_name):
+            def register(item, _source=source, _table=table, _kind=kind):
+                key = f"{_kind.__name__}:{getattr(item, 'name', None)}"
                 if not isinstance(item, _kind):
-                    raise PluginError(f"plugin {_plugin!r} registered {item!r}, not a {_kind.__name__}")
+                    raise PluginError(f"{_source} registered {item!r}, not a {_kind.__name__}")
                 if item.api_version != API_VERSION:
-                    raise PluginError(
-                        f"plugin {_plugin!r} ({_source}) targets sds-bench plugin API {item.api_version}, "
-                        f"this is API {API_VERSION}"
-                    )
+                    raise PluginError(f"{_source} targets sds-bench plugin API {item.api_version}, this is API {API_VERSION}")
                 if item.name in _table:
-                    raise PluginError(
-                        f"{_kind.__name__.lower()} name {item.name!r} registered twice: "
-                        f"by {reg.origins[_kind.__name__ + ':' + item.name]} and by {_plugin} ({_source})"
-                    )
+                    raise PluginError(f"{_kind.__name__.lower()} name {item.name!r} registered twice: "
+                                      f"by {reg.origins[key]} and by {_source}")
                 _table[item.name] = item
-                reg.origins[_kind.__name__ + ":" + item.name] = f"{_plugin} ({_source})" if _source != "builtin" else "builtin"
+                reg.origins[key] = _source
 
             impl.function(register=register)
     return reg
