@@ -4,16 +4,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
+
+from sds_bench import testing
+from sds_bench.testing import VOCAB
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURE = SHARED / "fixtures" / "reference-pruning"
-VOCAB = 320
 
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch):
-    """No network, no third-party entry points unless a test asks for them, two threads as on CI."""
+    """No network, and no third-party entry points unless a test asks for them."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("SDS_BENCH_PLUGINS", "none")
@@ -22,21 +24,6 @@ def _isolated(monkeypatch):
     registry._REGISTRY = None
     yield
     registry._REGISTRY = None
-
-
-def make_opt(seed: int = 0, layers: int = 2) -> OPTForCausalLM:
-    torch.manual_seed(seed)
-    config = OPTConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=layers, ffn_dim=64, num_attention_heads=4,
-                       max_position_embeddings=64, word_embed_proj_dim=32, attn_implementation="eager")
-    return OPTForCausalLM(config).eval()
-
-
-def make_llama(seed: int = 0, layers: int = 2) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                         attn_implementation="eager")
-    return LlamaForCausalLM(config).eval()
 
 
 def make_tokenizer() -> PreTrainedTokenizerFast:
@@ -54,18 +41,18 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
 
 
 @pytest.fixture
-def tiny_opt() -> OPTForCausalLM:
-    return make_opt()
+def tiny_opt():
+    return testing.tiny_opt()
 
 
 @pytest.fixture
-def tiny_llama() -> LlamaForCausalLM:
-    return make_llama()
+def tiny_llama():
+    return testing.tiny_llama()
 
 
 @pytest.fixture(params=["opt", "llama"])
 def tiny_model(request):
-    return make_opt() if request.param == "opt" else make_llama()
+    return testing.tiny_opt() if request.param == "opt" else testing.tiny_llama()
 
 
 @pytest.fixture
@@ -82,7 +69,7 @@ def tokenizer() -> PreTrainedTokenizerFast:
 def opt_dir(tmp_path, tokenizer) -> Path:
     """A saved tiny OPT with its tokenizer: what `sds-bench prune` reads from disk."""
     path = tmp_path / "opt"
-    make_opt().save_pretrained(path)
+    testing.tiny_opt().save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 
@@ -92,3 +79,23 @@ def fixture_dir() -> Path:
     if not FIXTURE.is_dir():
         pytest.skip(f"reference fixtures not found at {FIXTURE} (../shared is absent in a bare clone)")
     return FIXTURE
+
+
+@pytest.fixture
+def pip_install(tmp_path, monkeypatch):
+    """Really install a package directory (pip, no deps) into a fresh target and load its entry points."""
+    import subprocess
+    import sys
+
+    def install(source: Path) -> Path:
+        target = tmp_path / "site"
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                        "--target", str(target), str(source)], check=True)
+        monkeypatch.syspath_prepend(str(target))
+        monkeypatch.delenv("SDS_BENCH_PLUGINS")
+        from sds_bench import registry
+
+        registry._REGISTRY = None
+        return target
+
+    return install

@@ -10,7 +10,7 @@ from sds_bench.engine import capture_block_inputs, prune_model, run_block
 from sds_bench.models import adapter_for, prunable_linears
 from sds_bench.registry import registry
 from sds_bench.sparsity import Sparsity, satisfies
-from tests.conftest import make_opt
+from sds_bench.testing import tiny_opt
 
 PATTERNS = ["0.5", "2:4", "4:8", "1:4", "2:8"]
 
@@ -50,7 +50,7 @@ def _full_names(model):
     return [f"{a.blocks}.{name}" for name in decoder_linears(model)]
 
 
-def test_every_block_visited_in_order(tiny_opt):
+def test_every_block_visited_in_order():
     seen = []
     pruner = registry().pruner("magnitude")
 
@@ -58,14 +58,15 @@ def test_every_block_visited_in_order(tiny_opt):
         seen.append(stats.name)
         return pruner.prune(weight, stats, sparsity, options)
 
-    prune_model(tiny_opt, replace(pruner, prune=spy), "2:4", None, pruner.options(), quiet=True)
+    prune_model(tiny_opt(), replace(pruner, prune=spy), "2:4", None, pruner.options(), quiet=True)
     blocks = [n.split(".")[3] for n in seen]
     assert blocks == sorted(blocks) and set(blocks) == {"0", "1"} and len(seen) == 12
 
 
-def test_exact_option_gives_exact_counts(tiny_opt, calib_tokens):
-    sds_bench.prune(tiny_opt, None, "magnitude", "0.5", options={"exact": "true"}, quiet=True)
-    for lin in decoder_linears(tiny_opt).values():
+def test_exact_option_gives_exact_counts():
+    model = tiny_opt()
+    sds_bench.prune(model, None, "magnitude", "0.5", options={"exact": "true"}, quiet=True)
+    for lin in decoder_linears(model).values():
         assert int((lin.weight == 0).sum()) == lin.weight.numel() // 2
 
 
@@ -98,15 +99,16 @@ def reconstruction_error(method: str, model, tokens: torch.Tensor, pattern: str 
 def test_reconstruction_error_ordering():
     """SparseGPT < Wanda <= magnitude at the same pattern, summed over a small model's layers."""
     tokens = torch.randint(0, 320, (16, 32), generator=torch.Generator().manual_seed(1))
-    errors = {m: reconstruction_error(m, make_opt(seed=3), tokens) for m in ("magnitude", "wanda", "sparsegpt")}
+    errors = {m: reconstruction_error(m, tiny_opt(seed=3), tokens) for m in ("magnitude", "wanda", "sparsegpt")}
     assert errors["sparsegpt"] < errors["wanda"] <= errors["magnitude"], errors
 
 
-def test_wanda_variant_reaches_target_within_tolerance(tiny_opt, calib_tokens):
-    sds_bench.prune(tiny_opt, None, "wanda", "0.5", sds_bench.Calibration(calib_tokens, "t", 0), options={"variant": "1"},
+def test_wanda_variant_reaches_target_within_tolerance(calib_tokens):
+    model = tiny_opt()
+    sds_bench.prune(model, None, "wanda", "0.5", sds_bench.Calibration(calib_tokens, "t", 0), options={"variant": "1"},
                     quiet=True)
-    zeros = sum(int((lin.weight == 0).sum()) for lin in decoder_linears(tiny_opt).values())
-    total = sum(lin.weight.numel() for lin in decoder_linears(tiny_opt).values())
+    zeros = sum(int((lin.weight == 0).sum()) for lin in decoder_linears(model).values())
+    total = sum(lin.weight.numel() for lin in decoder_linears(model).values())
     assert abs(zeros / total - 0.5) < 0.01
 
 

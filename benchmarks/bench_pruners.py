@@ -1,0 +1,155 @@
+"""Time the built-in pruners on one model and one calibration set, in one run, and print ratios.
+
+1. Whole-model pruning through the engine: magnitude, Wanda, SparseGPT (SparseGPT / Wanda ratio).
+2. SparseGPT's per-layer solve against a plain, direct transcription of the published algorithm
+   (Frantar & Alistarh 2023, Algorithm 1 with lazy batch updates), on the same H and W: time and peak memory,
+   each measured in a fresh subprocess so that peak RSS is its own.
+
+    python benchmarks/bench_pruners.py [--hidden 768 --layers 2 --nsamples 32 --seqlen 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import statistics
+import time
+
+import torch
+from transformers import OPTConfig, OPTForCausalLM
+
+import sds_bench
+from sds_bench.pruners.sparsegpt import SparseGPTOptions, sparsegpt
+from sds_bench.sparsity import Sparsity
+from sds_bench.stats import LayerStats
+
+
+def transcription(W: torch.Tensor, H: torch.Tensor, sparsity: float, prunen: int, prunem: int,
+                  blocksize: int = 128, percdamp: float = 0.01) -> torch.Tensor:
+    """The published SparseGPT algorithm written out plainly, line for line, as a comparison baseline."""
+    W = W.clone().float()
+    H = H.clone()
+    columns = W.shape[1]
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    damp = percdamp * torch.mean(torch.diag(H))
+    diag = torch.arange(columns)
+    H[diag, diag] += damp
+    H = torch.linalg.cholesky(H)
+    H = torch.cholesky_inverse(H)
+    Hinv = torch.linalg.cholesky(H, upper=True)
+    for i1 in range(0, columns, blocksize):
+        i2 = min(i1 + blocksize, columns)
+        count = i2 - i1
+        W1 = W[:, i1:i2].clone()
+        Q1 = torch.zeros_like(W1)
+        Err1 = torch.zeros_like(W1)
+        Losses1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        if prunen == 0:
+            tmp = W1**2 / (torch.diag(Hinv1).reshape((1, -1))) ** 2
+            thresh = torch.sort(tmp.flatten())[0][int(tmp.numel() * sparsity)]
+            mask1 = tmp <= thresh
+        else:
+            mask1 = torch.zeros_like(W1) == 1
+        for i in range(count):
+            w = W1[:, i]
+            d = Hinv1[i, i]
+            if prunen != 0 and i % prunem == 0:
+                tmp = W1[:, i:(i + prunem)] ** 2 / (torch.diag(Hinv1)[i:(i + prunem)].reshape((1, -1))) ** 2
+                mask1.scatter_(1, i + torch.topk(tmp, prunen, dim=1, largest=False)[1], True)
+            q = w.clone()
+            q[mask1[:, i]] = 0
+            Q1[:, i] = q
+            Losses1[:, i] = (w - q) ** 2 / d**2
+            err1 = (w - q) / d
+            W1[:, i:] -= err1.unsqueeze(1).matmul(Hinv1[i, i:].unsqueeze(0))
+            Err1[:, i] = err1
+        W[:, i1:i2] = Q1
+        W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])
+    return W
+
+
+def _layer(d_out: int, d_in: int, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(tokens, d_in, generator=g)
+    return torch.randn(d_out, d_in, generator=g) * 0.02, 2 * x.T @ x / tokens
+
+
+def _solve(which: str, d_out: int, d_in: int, tokens: int, pattern: str, queue) -> None:
+    """Run one per-layer solve in this (fresh) process and report time, peak RSS growth and the result's checksum."""
+    torch.set_num_threads(2)
+    W, H = _layer(d_out, d_in, tokens)
+    s = Sparsity.parse(pattern)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    if which == "ours":
+        out = sparsegpt(W, LayerStats("bench", gram=H), s, SparseGPTOptions())
+    else:
+        out = transcription(W, H, s.ratio, s.n, s.m)
+    seconds = time.perf_counter() - start
+    queue.put({"seconds": seconds, "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before,
+               "checksum": float(out.double().abs().sum())})
+
+
+def per_layer(d_out: int, d_in: int, tokens: int, pattern: str, repeats: int) -> dict:
+    ctx = mp.get_context("spawn")
+    runs = {"ours": [], "transcription": []}
+    for _ in range(repeats):
+        for which in runs:
+            q = ctx.Queue()
+            p = ctx.Process(target=_solve, args=(which, d_out, d_in, tokens, pattern, q))
+            p.start()
+            runs[which].append(q.get())
+            p.join()
+    return runs
+
+
+def whole_model(hidden: int, layers: int, nsamples: int, seqlen: int, pattern: str) -> dict[str, float]:
+    config = OPTConfig(hidden_size=hidden, ffn_dim=4 * hidden, num_hidden_layers=layers, num_attention_heads=hidden // 64,
+                       vocab_size=2048, max_position_embeddings=seqlen, word_embed_proj_dim=hidden)
+    tokens = torch.randint(0, 2048, (nsamples, seqlen), generator=torch.Generator().manual_seed(0))
+    times = {}
+    for method in ("magnitude", "wanda", "sparsegpt"):
+        torch.manual_seed(0)
+        model = OPTForCausalLM(config).eval()
+        start = time.perf_counter()
+        sds_bench.prune(model, None, method, pattern, sds_bench.Calibration(tokens, "random", 0), quiet=True)
+        times[method] = time.perf_counter() - start
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hidden", type=int, default=768)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--nsamples", type=int, default=32)
+    ap.add_argument("--seqlen", type=int, default=256)
+    ap.add_argument("--pattern", default="2:4")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+
+    times = whole_model(args.hidden, args.layers, args.nsamples, args.seqlen, args.pattern)
+    print(f"whole model (OPT, hidden {args.hidden}, {args.layers} layers, {args.nsamples}x{args.seqlen} tokens, {args.pattern}):")
+    for method, seconds in times.items():
+        print(f"  {method:10s} {seconds:8.2f} s")
+    print(f"  ratio sparsegpt / wanda = {times['sparsegpt'] / times['wanda']:.2f}")
+
+    for d_out, d_in in ((args.hidden, args.hidden), (args.hidden, 4 * args.hidden)):
+        runs = per_layer(d_out, d_in, args.nsamples * args.seqlen, args.pattern, args.repeats)
+        med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
+        peak = {k: max(r["peak_kib"] for r in v) for k, v in runs.items()}
+        same = len({r["checksum"] for v in runs.values() for r in v}) == 1
+        print(f"per-layer SparseGPT {d_out}x{d_in} {args.pattern}: ours {med['ours']:.3f} s, transcription "
+              f"{med['transcription']:.3f} s, ratio ours/transcription = {med['ours'] / med['transcription']:.2f}; "
+              f"peak RSS growth ours {peak['ours'] / 1024:.1f} MiB vs {peak['transcription'] / 1024:.1f} MiB; "
+              f"identical results: {same}")
+    print(json.dumps({"whole_model_seconds": times}))
+
+
+if __name__ == "__main__":
+    main()
