@@ -16,6 +16,7 @@ def install(session: nox.Session, extras: str) -> None:
 def tests(session: nox.Session) -> None:
     """The test suite (pass pytest arguments after --, e.g. `nox -s tests -- -m 'not slow'`)."""
     install(session, "eval,cluster,dev")
+    session.install(*CONSTRAINTS, "-e", "plugins/sds-bench-ria")
     session.run("pytest", *session.posargs)
 
 
