@@ -3,7 +3,7 @@
 1. Whole-model pruning through the engine: magnitude, Wanda, SparseGPT (SparseGPT / Wanda ratio).
 2. SparseGPT's per-layer solve against a plain, direct transcription of the published algorithm
    (Frantar & Alistarh 2023, Algorithm 1 with lazy batch updates), on the same H and W: time and peak memory,
-   each measured in a fresh subprocess so that peak RSS is its own.
+   each in a fresh subprocess, peak memory as the growth of its peak RSS (Linux /proc) over the solve.
 
     python benchmarks/bench_pruners.py [--hidden 768 --layers 2 --nsamples 32 --seqlen 256]
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import resource
 import statistics
 import time
 
@@ -79,19 +78,35 @@ def _layer(d_out: int, d_in: int, tokens: int) -> tuple[torch.Tensor, torch.Tens
     return torch.randn(d_out, d_in, generator=g) * 0.02, 2 * x.T @ x / tokens
 
 
+def _reset_peak_rss() -> int:
+    """Reset the kernel's peak-RSS counter of this process (Linux clear_refs) and return the current RSS in KiB."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_kib("VmRSS")
+
+
+def _peak_rss_kib() -> int:
+    return _status_kib("VmHWM")
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
 def _solve(which: str, d_out: int, d_in: int, tokens: int, pattern: str, queue) -> None:
     """Run one per-layer solve in this (fresh) process and report time, peak RSS growth and the result's checksum."""
     torch.set_num_threads(2)
     W, H = _layer(d_out, d_in, tokens)
     s = Sparsity.parse(pattern)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline = _reset_peak_rss()
     start = time.perf_counter()
     if which == "ours":
         out = sparsegpt(W, LayerStats("bench", gram=H), s, SparseGPTOptions())
     else:
         out = transcription(W, H, s.ratio, s.n, s.m)
     seconds = time.perf_counter() - start
-    queue.put({"seconds": seconds, "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before,
+    queue.put({"seconds": seconds, "peak_kib": _peak_rss_kib() - baseline,
                "checksum": float(out.double().abs().sum())})
 
 
