@@ -58,8 +58,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
         results[f"perplexity:{dataset}"] = api.evaluate(model, tokenizer, "perplexity", options)
     for name in args.evaluator or []:
         results[name] = api.evaluate(model, tokenizer, name, _key_values(args.option))
+    if args.zeroshot:
+        results["zeroshot"] = api.evaluate(model, tokenizer, "zeroshot",
+                                           {"quiet": args.quiet, **_key_values(args.option), "tasks": args.zeroshot})
     if not results:
-        raise UserError("nothing to evaluate: give --ppl DATASET or --evaluator NAME")
+        raise UserError("nothing to evaluate: give --ppl DATASET, --zeroshot TASKS or --evaluator NAME")
     for name, result in results.items():
         for metric, value in result.metrics.items():
             print(f"{name}\t{metric}\t{value:.4f}")
@@ -84,6 +87,75 @@ def cmd_bench_kernels(args: argparse.Namespace) -> None:
                         args.quiet)
     print(paths["kernels.md"].read_text())
     print("wrote " + ", ".join(str(path) for path in paths.values()))
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    """Run a suite's cells that have no result yet (or list the grid with --dry-run), then write its tables."""
+    from collections import Counter
+    from pathlib import Path
+
+    from tabulate import tabulate
+    from tqdm.auto import tqdm
+
+    from sds_bench import runner
+
+    suite = runner.load_suite(args.suite)
+    if args.dry_run:
+        cells = runner.plan(suite, args.results, args.only, args.exclude)
+        print(tabulate([(i, c.model, c.method, c.pattern, c.evaluator, c.key, state)
+                        for i, (c, state) in enumerate(cells, 1)],
+                       headers=["#", "model", "method", "sparsity", "evaluator", "key", "state"]))
+        states = ", ".join(f"{n} {state}" for state, n in Counter(state for _, state in cells).items())
+        print(f"{len(cells)} cells ({states or 'none'}) -> {Path(args.results) / suite.name}")
+        return
+    _quiet_transformers(args.quiet)
+    summary = runner.run_suite(suite, args.results, args.only, args.exclude, args.executor, args.cluster,
+                               {k: _toml_value(v) for k, v in _key_values(args.slurm).items()}, args.fail_fast,
+                               args.save_models, args.quiet, on_row=lambda row: tqdm.write(_row_line(row)))
+    print(f"{suite.name}: {summary.cells} cells, {summary.skipped} done before, {summary.ok} done now, "
+          f"{summary.failed} failed")
+    if summary.cells and not args.no_report:
+        _report(suite, args.results, args.baselines)
+    if summary.failed:
+        raise UserError(f"{summary.failed} cell(s) failed (errors in {Path(args.results) / suite.name / 'rows.jsonl'}); "
+                        "run again to retry them")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    """Write a suite's tables (Markdown, CSV) and plots from the rows of its results."""
+    from sds_bench import runner
+
+    _report(runner.load_suite(args.suite), args.results, args.baselines)
+
+
+def _report(suite, results: str, baselines: str | None) -> None:
+    from sds_bench.report.tables import BASELINES_DIR, write_report
+
+    print("wrote " + ", ".join(str(p) for p in write_report(suite, results, baselines or BASELINES_DIR)))
+
+
+def _row_line(row: dict) -> str:
+    """One line per finished cell: its name and headline metrics (perplexity, averages), or its error."""
+    metrics = row["metrics"]
+    shown = {k: v for k, v in metrics.items() if "ppl" in k or k.endswith("avg")} or metrics
+    outcome = ", ".join(f"{k} {v:.4g}" for k, v in shown.items()) if row["status"] == "ok" else row["error"]
+    return f"{row['status']:6} {row['cell']['name']}: {outcome}"
+
+
+def _toml_value(text: str):
+    """A --slurm value as TOML reads it (60 -> int, true -> bool), else the text itself."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _suite_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("suite", help="a shipped suite (embedded, paper-opt, paper-llama) or a path to a suite .toml")
+    p.add_argument("--results", default="results", help="results root; rows and tables go to RESULTS/SUITE/")
+    p.add_argument("--baselines", default=None, help="folder of published numbers (*.csv; default: the repo's baselines/)")
 
 
 def _quiet_transformers(quiet: bool) -> None:
@@ -142,6 +214,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seqlen", type=int, default=None)
     p.add_argument("--max-windows", type=int, default=None, help="evaluate only the first windows (quick check)")
     p.add_argument("--evaluator", action="append", metavar="NAME", help="another registered evaluator")
+    p.add_argument("--zeroshot", metavar="TASKS", help="zero-shot accuracy with lm-eval: a preset (sds-paper, wanda, "
+                   "embedded) or comma-separated task names; -o options apply (limit=, metrics=, batch_size=)")
     p.add_argument("-o", "--option", action="append", metavar="KEY=VALUE", help="an option of --evaluator")
     p.add_argument("--json", action="store_true", help="also print metrics and protocol as JSON")
     p.set_defaults(func=cmd_eval)
@@ -172,6 +246,30 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print what would be timed and exit (no GPU needed)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_bench_kernels)
+
+    p = sub.add_parser("run", help="run a suite: prune and evaluate every cell without a result, then report")
+    _suite_arguments(p)
+    p.add_argument("--only", action="append", metavar="GLOB",
+                   help="run only cells whose method, model, sparsity or evaluator matches (FIELD=GLOB for one field; "
+                   "repeatable)")
+    p.add_argument("--exclude", action="append", metavar="GLOB", help="skip the matching cells (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="print the grid with each cell's state, run nothing")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
+    p.add_argument("--save-models", action="store_true", help="also save each pruned model under RESULTS/SUITE/models/")
+    p.add_argument("--no-report", action="store_true", help="do not write the tables at the end")
+    p.add_argument("--executor", choices=["local", "submitit"], default="local",
+                   help="run the cells in this process, or as submitit jobs (one per pruned model)")
+    p.add_argument("--cluster", default=None,
+                   help="submitit cluster: slurm, local or debug (default: slurm where sbatch exists, else local)")
+    p.add_argument("--slurm", action="append", metavar="KEY=VALUE",
+                   help="a submitit parameter over the suite's [submitit] table: timeout_min=240, gpus_per_node=1, "
+                   "slurm_partition=gpu (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="write a suite's tables and plots from its results")
+    _suite_arguments(p)
+    p.set_defaults(func=cmd_report)
 
     return ap
 

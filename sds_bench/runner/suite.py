@@ -1,0 +1,188 @@
+"""Suites: TOML files naming the models, methods, sparsity patterns and evaluators of a sweep, and how to run it.
+
+A suite is a shipped name (``sds_bench/suites/NAME.toml``) or a path to a TOML file. Layout::
+
+    name = "embedded"                     # results go to results/<name>/ (default: the file's stem)
+    description = "..."
+    models = ["embedded:opt-tiny"]        # hub ids, local directories, embedded:NAME
+    methods = ["magnitude", "wanda",      # pruner names, or tables {name, pruner, options}
+               {name = "sparsegpt-b64", pruner = "sparsegpt", options = {blocksize = 64}}]
+    sparsities = ["50%", "2:4", "4:8"]
+    dense = true                          # also evaluate each unpruned model (one "dense" cell per model)
+
+    [calibration]                         # source, nsamples, seqlen (default: model context, max 2048), seed
+    source = "embedded"
+
+    [[evaluators]]                        # name, evaluator (default: name), options
+    name = "perplexity"
+    options = {dataset = "embedded", seqlen = 128}
+
+    [run]                                 # device, dtype, batch_size, offload
+    device = "cpu"
+
+    [submitit]                            # parameters of submitit.AutoExecutor for --executor submitit
+    timeout_min = 240
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sds_bench.errors import UserError
+from sds_bench.sparsity import Sparsity
+
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+TOP_LEVEL = {"name", "description", "models", "methods", "sparsities", "dense", "calibration", "evaluators", "run",
+             "submitit"}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A row of the tables: a label, the registered pruner it runs, and that pruner's options."""
+
+    name: str
+    pruner: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvaluatorSpec:
+    """A label, the registered evaluator it runs, and that evaluator's options (the evaluation protocol)."""
+
+    name: str
+    evaluator: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CalibrationSpec:
+    """Where the calibration windows come from and how many: the SparseGPT/Wanda setting is C4, 128 x 2048."""
+
+    source: str = "c4"
+    nsamples: int = 128
+    seqlen: int | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Where and how the models run."""
+
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 1
+    offload: str = "cpu"
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A validated suite: the grid's axes and the settings shared by every cell."""
+
+    name: str
+    path: Path
+    models: tuple[str, ...]
+    methods: tuple[MethodSpec, ...]
+    sparsities: tuple[str, ...]
+    evaluators: tuple[EvaluatorSpec, ...]
+    calibration: CalibrationSpec
+    run: RunSpec
+    dense: bool = True
+    description: str = ""
+    submitit: dict[str, Any] = field(default_factory=dict)
+
+
+def available_suites() -> list[str]:
+    """Names of the suites shipped with sds-bench."""
+    return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+
+
+def suite_path(name: str) -> Path:
+    """A shipped suite's file, or the TOML file `name` points to."""
+    path = Path(name)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise UserError(f"suite file {name!r} does not exist")
+        return path
+    if not (SUITES_DIR / f"{name}.toml").is_file():
+        raise UserError(f"unknown suite {name!r}; shipped suites: {', '.join(available_suites())}, or give a .toml path")
+    return SUITES_DIR / f"{name}.toml"
+
+
+def load_suite(name: str) -> Suite:
+    """Read and validate a suite, naming the file and the offending key on any error."""
+    path = suite_path(name)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: not valid TOML: {e}") from None
+    try:
+        return _parse(raw, path)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+
+
+def _parse(raw: dict[str, Any], path: Path) -> Suite:
+    if unknown := set(raw) - TOP_LEVEL:
+        raise UserError(f"unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(TOP_LEVEL))}")
+    for key in ("models", "methods", "sparsities", "evaluators"):
+        if not isinstance(raw.get(key), list) or not raw[key]:
+            raise UserError(f"{key!r} must be a non-empty list")
+    sparsities = tuple(str(Sparsity.parse(s)) for s in raw["sparsities"])
+    return Suite(
+        name=_typed(raw, "name", str, path.stem), path=path,
+        models=_unique(tuple(_string(m, "models") for m in raw["models"]), "models"),
+        methods=_unique(tuple(_plugin_spec(m, "methods", "pruner", MethodSpec) for m in raw["methods"]), "methods"),
+        sparsities=_unique(sparsities, "sparsities"),
+        evaluators=_unique(tuple(_plugin_spec(e, "evaluators", "evaluator", EvaluatorSpec) for e in raw["evaluators"]),
+                           "evaluators"),
+        calibration=_section(raw, "calibration", CalibrationSpec), run=_section(raw, "run", RunSpec),
+        dense=_typed(raw, "dense", bool, True), description=_typed(raw, "description", str, ""),
+        submitit=_typed(raw, "submitit", dict, {}),
+    )
+
+
+def _plugin_spec(item: Any, key: str, plugin_key: str, spec: type) -> Any:
+    """A method or evaluator entry: a registered name, or a table {name, <plugin_key>, options}."""
+    if isinstance(item, str):
+        return spec(item, item, {})
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+        raise UserError(f"each entry of {key!r} must be a name or a table with a 'name'; got {item!r}")
+    if unknown := set(item) - {"name", plugin_key, "options"}:
+        raise UserError(f"{key} entry {item['name']!r}: unknown key(s) {', '.join(sorted(unknown))}")
+    return spec(item["name"], _typed(item, plugin_key, str, item["name"]), _typed(item, "options", dict, {}))
+
+
+def _section(raw: dict[str, Any], key: str, spec: type) -> Any:
+    """A table whose keys are the fields of `spec`, type-checked against the defaults."""
+    values = _typed(raw, key, dict, {})
+    defaults = spec()
+    for k, v in values.items():
+        if k not in spec.__dataclass_fields__:
+            raise UserError(f"[{key}] has no key {k!r}; known: {', '.join(spec.__dataclass_fields__)}")
+        expected = type(getattr(defaults, k)) if getattr(defaults, k) is not None else int
+        if not isinstance(v, expected) or isinstance(v, bool) != (expected is bool):
+            raise UserError(f"[{key}] {k} must be a {expected.__name__}; got {v!r}")
+    return spec(**values)
+
+
+def _typed(raw: dict[str, Any], key: str, kind: type, default: Any) -> Any:
+    value = raw.get(key, default)
+    if not isinstance(value, kind):
+        raise UserError(f"{key!r} must be a {kind.__name__}; got {value!r}")
+    return value
+
+
+def _string(item: Any, key: str) -> str:
+    if not isinstance(item, str) or not item:
+        raise UserError(f"each entry of {key!r} must be a non-empty string; got {item!r}")
+    return item
+
+
+def _unique(items: tuple, key: str) -> tuple:
+    names = [getattr(i, "name", i) for i in items]
+    if dupes := sorted({n for n in names if names.count(n) > 1}):
+        raise UserError(f"{key!r} lists {', '.join(map(str, dupes))} more than once")
+    return items
