@@ -92,7 +92,7 @@ def prune_model(model: nn.Module, pruner: Pruner, sparsity: Sparsity | str, cali
     sparsity = Sparsity.parse(sparsity)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     if pruner.prune_model is not None:
-        return pruner.prune_model(model, calibration, sparsity, options)
+        return pruner.prune_model(model, calibration, sparsity, options, device=device, batch_size=batch_size, quiet=quiet)
     needs = pruner.required_stats(options)
     adapter = adapter_for(model)
     blocks = adapter.decoder_blocks(model)

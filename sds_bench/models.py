@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -98,7 +100,7 @@ def load_model(name: str, dtype: str | torch.dtype | None = None, device: str | 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(name)
-    kwargs = {"dtype": resolve_dtype(dtype)}
+    kwargs = {"dtype": resolve_dtype(dtype), "trust_remote_code": ships_own_code(path)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
@@ -113,6 +115,16 @@ def load_model(name: str, dtype: str | torch.dtype | None = None, device: str | 
     model.eval()
     adapter_for(model)
     return model.to(resolve_device(device)), tokenizer
+
+
+def ships_own_code(path: str) -> bool:
+    """True for a local directory whose config maps to modeling code inside it (e.g. a physically shrunk Týr model):
+    that code was written by this suite, so it is trusted; hub repositories' code never is."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    modules = [ref.split(".")[0] for ref in json.loads(config.read_text()).get("auto_map", {}).values()]
+    return bool(modules) and all((Path(path) / f"{m}.py").is_file() for m in modules)
 
 
 def _first_line(e: BaseException) -> str:

@@ -3,7 +3,7 @@
 A pruner is a pure function ``prune(weight, stats, sparsity, options) -> weight`` of one Linear's weight
 ([out, in]), the statistics it asked for (`LayerStats`), the target `Sparsity` and its typed options
 (an instance of its ``options`` dataclass). A whole-model pruner (structural pruning) gives
-``prune_model(model, calibration, sparsity, options) -> dict`` instead. An evaluator is
+``prune_model(model, calibration, sparsity, options, *, device, batch_size, quiet) -> dict`` instead. An evaluator is
 ``evaluate(model, tokenizer, options) -> EvalResult``.
 """
 
