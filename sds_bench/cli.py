@@ -128,6 +128,25 @@ def cmd_report(args: argparse.Namespace) -> None:
     _report(runner.load_suite(args.suite), args.results, args.baselines)
 
 
+def cmd_plot_weights(args: argparse.Namespace) -> None:
+    """Render the SDS weight histograms a prune run recorded in its pruning.json."""
+    from sds_bench.report.weights import plot_weights
+
+    print(f"wrote {plot_weights(args.run_dir, args.output)}")
+
+
+def cmd_embedded_build(args: argparse.Namespace) -> None:
+    """Train an embedded model and its tokenizer from scratch on the embedded corpus (reproduces the shipped files)."""
+    from sds_bench.embedded import ASSETS
+    from sds_bench.embedded.build import Recipe, build
+
+    given = {"steps": args.steps, "seed": args.seed, "threads": args.threads}
+    output = args.output or ASSETS / args.name
+    info = build(args.name, output, Recipe(**{k: v for k, v in given.items() if v is not None}), args.quiet)
+    print(f"{args.name}: {info['parameters']:,} parameters, test perplexity {info['ppl']['test']:.2f} "
+          f"(unigram {info['unigram_ppl']['test']:.2f}), {info['build_seconds']:.0f}s -> {output}")
+
+
 def _report(suite, results: str, baselines: str | None) -> None:
     from sds_bench.report.tables import BASELINES_DIR, write_report
 
@@ -270,6 +289,22 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write a suite's tables and plots from its results")
     _suite_arguments(p)
     p.set_defaults(func=cmd_report)
+
+    plot = sub.add_parser("plot", help="plots of one run").add_subparsers(dest="plot", required=True)
+    p = plot.add_parser("weights", help="SDS weight histograms (dense, first prune, re-dense, final) of a prune run")
+    p.add_argument("run_dir", help="a directory holding pruning.json")
+    p.add_argument("--output", default=None, help="PNG path (default: RUN_DIR/weights.png)")
+    p.set_defaults(func=cmd_plot_weights)
+
+    embedded = sub.add_parser("embedded", help="the shipped embedded models").add_subparsers(dest="embedded", required=True)
+    p = embedded.add_parser("build", help="train an embedded model and its tokenizer from scratch on the embedded corpus")
+    p.add_argument("--name", default="opt-tiny", help="opt-tiny or llama-tiny")
+    p.add_argument("--output", default=None, help="directory to write (default: the package's shipped copy)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the shipped recipe's)")
+    p.add_argument("--seed", type=int, default=None, help="seed of initialisation and batch order (default 0)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default 1: reproducible, shares the machine)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_embedded_build)
 
     return ap
 

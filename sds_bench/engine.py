@@ -98,6 +98,7 @@ def prune_model(model: nn.Module, pruner: Pruner, sparsity: Sparsity | str, cali
     blocks = adapter.decoder_blocks(model)
     store = device if offload == "device" else torch.device("cpu")
     started = time.perf_counter()
+    model_params = sum(p.numel() for p in model.parameters())
     if needs:
         if calibration is None:
             raise ValueError(f"{pruner.name} needs calibration data")
@@ -109,7 +110,7 @@ def prune_model(model: nn.Module, pruner: Pruner, sparsity: Sparsity | str, cali
         home = next(block.parameters()).device
         block.to(device)
         linears = prunable_linears(block)
-        stats = {name: LayerStats(f"{adapter.blocks}.{i}.{name}") for name in linears}
+        stats = {name: LayerStats(f"{adapter.blocks}.{i}.{name}", model_params=model_params) for name in linears}
         if needs:
             accs, _ = gather_stats(block, linears, inputs, kwargs, needs & {GRAM, COL_SQ}, device, batch_size)
             for name, acc in accs.items():

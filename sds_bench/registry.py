@@ -22,6 +22,7 @@ BUILTINS = (
     "sds_bench.pruners.wanda",
     "sds_bench.pruners.sparsegpt",
     "sds_bench.pruners.sds",
+    "sds_bench.pruners.tyr",
     "sds_bench.eval.perplexity",
     "sds_bench.eval.zeroshot",
 )

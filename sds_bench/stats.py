@@ -29,6 +29,8 @@ class LayerStats:
     gram: torch.Tensor | None = None
     col_sq: torch.Tensor | None = None
     dense_gram: torch.Tensor | None = None
+    model_params: int = 0
+    """Parameter count of the whole model (SDS skips weight adjustment from about 3B on, as the paper does)."""
     record: dict = field(default_factory=dict)
 
 

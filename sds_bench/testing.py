@@ -14,6 +14,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
 
 import sds_bench
+import sds_bench.registry
 from sds_bench.models import adapter_for, prunable_linears
 from sds_bench.sparsity import Sparsity, satisfies
 
@@ -50,13 +51,45 @@ def decoder_weights(model) -> dict[str, torch.Tensor]:
 
 
 def check_pruner(name: str, patterns: tuple[str, ...] = ("0.5", "2:4", "4:8"), options: dict[str, Any] | None = None,
-                 wrap_in_sds: bool = True) -> None:
-    """Assert the plugin contract on tiny OPT and Llama: exact pattern, nothing else touched, deterministic, SDS-wrappable."""
+                 wrap_in_sds: bool = True, sweep: bool = True) -> None:
+    """Assert the plugin contract on tiny OPT and Llama: exact pattern, nothing else touched, deterministic,
+    SDS-wrappable, and usable in a sweep like a built-in."""
+    supported = sds_bench.registry.registry().pruner(name).patterns
     for build in (tiny_opt, tiny_llama):
         for pattern in patterns:
-            _check_once(build, name, pattern, options)
+            if ("nm" if Sparsity.parse(pattern).is_nm else "unstructured") in supported:
+                _check_once(build, name, pattern, options)
     if wrap_in_sds and name != "sds" and not name.startswith("sds-"):
         _check_once(tiny_opt, "sds", "2:4", {"base": name, "iterations": "5"})
+    if sweep:
+        check_in_sweep(name, options)
+
+
+def check_in_sweep(name: str, options: dict[str, Any] | None = None) -> None:
+    """Run a two-cell suite (dense and `name` at 2:4) on the embedded model and check both rows succeeded."""
+    import tempfile
+    from pathlib import Path
+
+    from sds_bench.runner.execute import run_suite
+    from sds_bench.runner.store import Store
+    from sds_bench.runner.suite import load_suite
+
+    method = {"name": name, "pruner": name, "options": options or {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "contract.toml"
+        path.write_text(f"""name = "contract"\nmodels = ["embedded:opt-tiny"]\nmethods = [{_toml(method)}]
+sparsities = ["2:4"]\n[calibration]\nsource = "embedded"\nnsamples = 4\nseqlen = 64
+[[evaluators]]\nname = "perplexity"\noptions = {{ dataset = "embedded", max_windows = 2, seqlen = 64 }}\n""")
+        summary = run_suite(load_suite(str(path)), tmp, quiet=True)
+        rows = Store(Path(tmp) / "contract").rows()
+        assert summary.failed == 0 and len(rows) == 2, [r.get("error") for r in rows]
+
+
+def _toml(value: Any) -> str:
+    """A small dict/str/number as an inline TOML value."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    return f'"{value}"' if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _check_once(build, method: str, pattern: str, options: dict[str, Any] | None) -> None:

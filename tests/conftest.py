@@ -29,6 +29,7 @@ def _isolated(monkeypatch):
 def make_tokenizer() -> PreTrainedTokenizerFast:
     """A byte-level BPE of VOCAB tokens trained on Python's own documentation text."""
     import pydoc_data.topics
+
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())

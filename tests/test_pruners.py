@@ -82,7 +82,7 @@ def reconstruction_error(method: str, model, tokens: torch.Tensor, pattern: str 
     total = 0.0
     for i, block in enumerate(adapter.decoder_blocks(model)):
         xs = {}
-        hooks = [lin.register_forward_hook(lambda m, a, o, n=n: xs.setdefault(n, []).append(a[0]))
+        hooks = [lin.register_forward_hook(lambda m, a, o, n=n, xs=xs: xs.setdefault(n, []).append(a[0]))
                  for n, lin in prunable_linears(block).items()]
         run_block(block, inputs, kwargs, torch.device("cpu"))
         for h in hooks:

@@ -1,0 +1,270 @@
+"""SDS, the Sparse-Dense-Sparse mechanism (Li et al., COLING 2025, arXiv 2408.10473), around any per-layer pruner P.
+
+For each prunable Linear with dense weight W_d and the calibration inputs X it sees in the already-pruned model
+(the paper's SD-data):
+  1. initial prune       W_s  = P(W_d, X)
+  2. re-dense            W_re = min ||W_d X - W X||^2 + l1 ||W||_1 + l2 ||W||_2, from W_s with every weight free
+  3. second prune        W_2  = P(W_re, X)
+  4. weight adjustment   W    = min ||W_d X - (M*W) X||^2 from W_2, M re-selected by magnitude every iteration
+Steps 2 and 4 read X only through the Gram H = (2/N) sum_tokens x x^T that the engine gathers (N sequences):
+||(W - W_d) X||^2 = (N/2) tr((W - W_d) H (W - W_d)^T), whose gradient is N (W - W_d) H. An iteration is one
+[out, in] x [in, in] product; token activations are never touched.
+
+Choices the paper leaves open, and the defaults (measured in the README's SDS section): the loss is the literal
+sum over tokens; step 2 is gradient descent with step lr / L (L the curvature of the loss along H's top
+eigenvector, so lr 0.1 is a tenth of the largest stable step); step 4 is Adam with lr in units of rms(W_d),
+returning its best iterate; ||W||_2 is the Frobenius norm, not squared.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from sds_bench.errors import UserError
+from sds_bench.hookspecs import hookimpl
+from sds_bench.plugin import Pruner, parse_options
+from sds_bench.registry import registry
+from sds_bench.sparsity import Sparsity, pattern_mask, satisfies
+from sds_bench.stats import DENSE_GRAM, GRAM, LayerStats
+
+HISTOGRAM_STAGES = ("dense", "initial_prune", "redense", "final")
+"""The weights whose histograms are recorded for chosen layers (the paper's Figure 1)."""
+Optimizer = Literal["gd", "adam", "sgd"]
+
+
+@dataclass
+class SDSOptions:
+    """Every switch of SDS. Paper values where the paper gives one; the other defaults are justified in the README."""
+
+    base_options: str = ""
+    """Options of the base pruner P as 'key=value,key=value' (e.g. 'percdamp=0.02,blocksize=64')."""
+    initial_prune: bool = True
+    """Step 1. Off: step 2 starts from the dense weights."""
+    redense: bool = True
+    """Step 2, re-dense with sparse regularisation. Off: step 3 re-prunes W_s."""
+    second_prune: bool = True
+    """Step 3. Off: step 4 starts from the magnitude projection of W_re (or W_re is so projected if step 4 is off)."""
+    adjust: bool = True
+    """Step 4, sparse weight adjustment, for models below adjust_max_params."""
+    adjust_max_params: float = 3e9
+    """Step 4 runs only for models with fewer parameters than this (the paper skips it from about 3B on)."""
+    redense_data: Literal["sparse", "dense"] = "sparse"
+    """Inputs X of step 2: 'sparse' the pruned model's (the paper's SD-data), 'dense' the dense model's."""
+    regularize: bool = True
+    """Step 2's l1/l2 weight regularisation; off, step 2 only reconstructs the dense output."""
+    l1: float = 0.1
+    """lambda_1 of l1 ||W||_1 (paper: 0.1)."""
+    l2: float = 0.1
+    """lambda_2 of l2 ||W||_2 (paper: 0.1)."""
+    l2_squared: bool = False
+    """Penalise ||W||_2^2 (weight decay) instead of ||W||_2 as the paper writes it (Frobenius norm)."""
+    lr: float = 0.1
+    """Learning rate of steps 2 and 4 (paper: 0.1), in the units of each optimizer (see `optimizer`)."""
+    iterations: int = 200
+    """Iterations of step 2, and again of step 4 (paper: 200)."""
+    optimizer: Optimizer = "gd"
+    """Step 2's optimiser. 'gd': gradient descent with step lr/L, L = 2c lambda_max(H) the loss's largest curvature
+    (scale-free; stable for lr < 1); 'adam': Adam (torch's update, default betas) with step lr * rms(W_d);
+    'sgd': gradient descent with the raw step lr (the literal reading: with loss 'sum' and lr 0.1 it diverges)."""
+    adjust_optimizer: Optimizer = "adam"
+    """Step 4's optimiser, as `optimizer`."""
+    loss: Literal["sum", "relative"] = "sum"
+    """'sum': the formula as written, squared error summed over calibration tokens plus raw penalties; 'relative':
+    every term over its dense-layer value (error over ||W_d X||^2, norms over ||W_d||), so lambda is scale-free."""
+    keep_better: bool = False
+    """Per layer, return P's one-shot result instead when its reconstruction error is lower."""
+    histograms: str = "*.layers.0.*"
+    """Comma-separated globs of layer names whose weight histograms are recorded ('' for none)."""
+    bins: int = 64
+    """Bins of each recorded histogram."""
+
+    def __post_init__(self):
+        if self.iterations < 0 or self.lr <= 0 or self.bins < 1:
+            raise UserError("sds: needs iterations >= 0, lr > 0 and bins >= 1")
+
+
+@dataclass
+class SDSWrapperOptions(SDSOptions):
+    """SDSOptions plus the base pruner's name, for `--method sds --base NAME`."""
+
+    base: str = ""
+    """The registered per-layer pruner P that SDS wraps."""
+
+
+def sds(weight: torch.Tensor, stats: LayerStats, sparsity: Sparsity, options: SDSOptions, base: str = "") -> torch.Tensor:
+    """Prune one Linear by Sparse-Dense-Sparse around P; record each step's error (and chosen histograms)."""
+    pruner, base_options = base_pruner(base or options.base, options.base_options)
+    if ("nm" if sparsity.is_nm else "unstructured") not in pruner.patterns:
+        raise UserError(f"sds: base pruner {pruner.name!r} does not support {sparsity}")
+    P = functools.partial(pruner.prune, stats=stats, sparsity=sparsity, options=base_options)
+    W = W_d = weight.float()
+    H = stats.gram
+    steps = {"dense": W_d}
+    if options.initial_prune:
+        W = steps["initial_prune"] = P(weight).float()
+    if options.redense:
+        H_re = stats.dense_gram if options.redense_data == "dense" else H
+        W = steps["redense"] = redense(W, Objective(W_d, H_re, stats.nsamples, options, options.optimizer))
+    if options.second_prune:
+        W = steps["second_prune"] = P(W).float()
+    if options.adjust and stats.model_params < options.adjust_max_params:
+        W = steps["adjust"] = adjust(W, Objective(W_d, H, stats.nsamples, options, options.adjust_optimizer), sparsity)
+    elif not satisfies(W, sparsity):
+        W = steps["projection"] = project(W, sparsity)
+    errors = {k: error(v, W_d, H) for k, v in steps.items() if k != "dense"}
+    if options.keep_better and errors.get("initial_prune", math.inf) < list(errors.values())[-1]:
+        W = steps["initial_prune"]
+    record(stats, {**steps, "final": W}, errors, options)
+    return W.to(weight.dtype)
+
+
+def redense(W_s: torch.Tensor, objective: Objective) -> torch.Tensor:
+    """Step 2: from W_s, every weight free, minimise ||W_d X - W X||^2 + l1 ||W||_1 + l2 ||W||_2."""
+    W = W_s.clone()
+    step = objective.optimizer(W)
+    for _ in range(objective.options.iterations):
+        grad = objective.reconstruction(W)[0]
+        step(grad.add_(objective.penalty_grad(W)) if objective.options.regularize else grad)
+    if not torch.isfinite(W).all():
+        raise UserError("sds: the re-dense step diverged (non-finite weights); lower lr, or use optimizer gd or adam")
+    return W
+
+
+def adjust(W_2: torch.Tensor, objective: Objective, sparsity: Sparsity) -> torch.Tensor:
+    """Step 4: minimise ||W_d X - (M*W) X||^2 from W_2, M re-selected by magnitude under the pattern every iteration;
+    returns the iterate of least error, so the step never ends worse than it started."""
+    W = project(W_2, sparsity)
+    best, best_error = W.clone(), math.inf
+    step = objective.optimizer(W)
+    for i in range(objective.options.iterations + 1):
+        grad, err = objective.reconstruction(W)
+        if err < best_error:
+            best, best_error = W.clone(), err
+        if i < objective.options.iterations:
+            step(grad)
+            W.copy_(project(W, sparsity))
+    return best
+
+
+def project(W: torch.Tensor, sparsity: Sparsity) -> torch.Tensor:
+    """M*W, M keeping the largest |W| under the target pattern: the N smallest of every M zeroed, or (unstructured)
+    every |W| up to the k-th smallest, k = int(numel*s), found by linear-time selection, several times faster than
+    the sort of an exact count; only ties with the k-th value (zeros, in practice) can add zeros."""
+    score = W.abs()
+    if sparsity.is_nm:
+        return W.masked_fill(pattern_mask(score, sparsity), 0)
+    k = int(W.numel() * sparsity.ratio)
+    return W.masked_fill(score <= score.flatten().kthvalue(k).values, 0) if k else W
+
+
+def error(W: torch.Tensor, W_d: torch.Tensor, H: torch.Tensor) -> float:
+    """Reconstruction error tr((W - W_d) H (W - W_d)^T) = (2/N) ||(W - W_d) X||^2, the Gram's own scale."""
+    delta = W - W_d
+    return float(((delta @ H) * delta).sum())
+
+
+class Objective:
+    """One layer's step-2/4 loss c tr((W - W_d) H (W - W_d)^T) + penalties, normalised per `loss`, and its optimiser."""
+
+    def __init__(self, W_d: torch.Tensor, H: torch.Tensor, nsamples: int, options: SDSOptions, optimizer: Optimizer):
+        self.W_d, self.H, self.options, self.kind = W_d, H, options, optimizer
+        relative = options.loss == "relative"
+        self.c = 1 / (error(torch.zeros_like(W_d), W_d, H) or 1.0) if relative else nsamples / 2
+        self.norms = (float(W_d.abs().sum()), float(W_d.norm())) if relative else (1.0, 1.0)
+        if optimizer == "gd":  # a fraction lr of the step 1/L, L = 2c lambda_max(H) the curvature along H's top axis
+            self.lr = options.lr / (2 * self.c * (largest_eigenvalue(H) or 1.0))
+        elif optimizer == "adam":  # Adam's steps are about lr in size: lr in units of the dense weights' rms
+            self.lr = options.lr * float(W_d.pow(2).mean().sqrt())
+        else:
+            self.lr = options.lr
+
+    def reconstruction(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gradient 2c (W - W_d) H of the reconstruction term, and error(W) (0-dim), from one matrix product."""
+        delta = W - self.W_d
+        G = delta @ self.H
+        return G.mul_(2 * self.c), (G * delta).sum() / (2 * self.c)
+
+    def penalty_grad(self, W: torch.Tensor) -> torch.Tensor:
+        """(Sub)gradient of l1 ||W||_1 + l2 ||W||_2 (or ||W||_2^2), each over its dense value when relative."""
+        o, (n1, n2) = self.options, self.norms
+        l2 = 2 / n2**2 if o.l2_squared else 1 / (float(W.norm()) * n2 or 1e-30)
+        return torch.sign(W).mul_(o.l1 / n1).add_(W, alpha=o.l2 * l2)
+
+    def optimizer(self, W: torch.Tensor) -> Callable[[torch.Tensor], None]:
+        """One step of the chosen optimiser on W, in place, given the gradient: GD/SGD, or Adam exactly as torch's
+        (betas 0.9, 0.999, eps 1e-8) without torch.optim's per-step overhead, which dominates on small layers."""
+        if self.kind != "adam":
+            return lambda grad: W.sub_(grad, alpha=self.lr)
+        m, v, t = torch.zeros_like(W), torch.zeros_like(W), [0]
+
+        def adam(grad: torch.Tensor) -> None:
+            t[0] += 1
+            m.lerp_(grad, 0.1)
+            v.mul_(0.999).addcmul_(grad, grad, value=0.001)
+            W.addcdiv_(m, (v / (1 - 0.999 ** t[0])).sqrt_().add_(1e-8), value=-self.lr / (1 - 0.9 ** t[0]))
+
+        return adam
+
+
+def largest_eigenvalue(H: torch.Tensor, iterations: int = 100) -> float:
+    """lambda_max of the PSD Gram by power iteration (cheap next to one step; eigvalsh costs seconds on large H)."""
+    v = torch.ones(H.shape[0], dtype=H.dtype, device=H.device)
+    for _ in range(iterations):
+        v = H @ v
+        v = v / v.norm().clamp_min(1e-30)
+    return float(v @ H @ v)
+
+
+def record(stats: LayerStats, steps: dict[str, torch.Tensor], errors: dict[str, float], options: SDSOptions) -> None:
+    """Into the layer's record: the error after each step and of the result, ||W_d X||^2 in the same scale (the error
+    of pruning everything), and for chosen layers the weight histograms."""
+    W_d, H = steps["dense"], stats.gram
+    stats.record["sds_error"] = {**errors, "final": error(steps["final"], W_d, H)}
+    stats.record["sds_dense_energy"] = error(torch.zeros_like(W_d), W_d, H)
+    if any(fnmatch.fnmatch(stats.name, g.strip()) for g in options.histograms.split(",") if g.strip()):
+        stats.record["sds_histograms"] = histograms({k: steps[k] for k in HISTOGRAM_STAGES if k in steps}, options.bins)
+
+
+def histograms(stages: dict[str, torch.Tensor], bins: int) -> dict[str, Any]:
+    """Histograms of each stage's nonzero weights on shared bins over [-max|W|, max|W|], and its number of zeros."""
+    bound = float(max(W.abs().max() for W in stages.values()))
+    return {"range": [-bound, bound], "bins": bins,
+            "stages": {k: {"counts": torch.histc(W[W != 0], bins, -bound, bound).long().tolist(),
+                           "zeros": int((W == 0).sum()), "numel": W.numel()} for k, W in stages.items()}}
+
+
+@functools.cache
+def base_pruner(name: str, base_options: str) -> tuple[Pruner, Any]:
+    """The base pruner P and its parsed options."""
+    if not name:
+        raise UserError("sds needs a base pruner: --method sds --base NAME (or -o base=NAME)")
+    pruner = registry().pruner(name)
+    if pruner.prune is None or pruner.options in (SDSOptions, SDSWrapperOptions):
+        raise UserError(f"sds needs a one-shot per-layer pruner as its base; {name!r} is not one")
+    pairs = [p.partition("=") for p in base_options.split(",") if p.strip()]
+    if any(not sep for _, sep, _ in pairs):
+        raise UserError(f"sds: bad base_options {base_options!r}; use 'key=value,key=value'")
+    return pruner, parse_options(pruner, {k.strip(): v.strip() for k, _, v in pairs})
+
+
+def needs(options: SDSOptions, base: str = "") -> set[str]:
+    """P's statistics, the Gram of steps 2 and 4, and the dense model's Gram when step 2 uses dense inputs."""
+    pruner, base_options = base_pruner(base or options.base, options.base_options)
+    return pruner.required_stats(base_options) | {GRAM} | ({DENSE_GRAM} if options.redense_data == "dense" else set())
+
+
+@hookimpl
+def register_pruners(register):
+    register(Pruner("sds", "SDS (Sparse-Dense-Sparse, Li et al. 2025) around any per-layer pruner: --base NAME",
+                    prune=sds, needs=needs, options=SDSWrapperOptions))
+    for base in ("sparsegpt", "wanda", "magnitude"):
+        register(Pruner(f"sds-{base}", f"SDS (Sparse-Dense-Sparse, Li et al. 2025) around {base}",
+                        prune=functools.partial(sds, base=base), needs=functools.partial(needs, base=base),
+                        options=SDSOptions))
