@@ -172,7 +172,7 @@ def _toml_value(text: str):
 
 
 def _suite_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("suite", help="a shipped suite (embedded, paper-opt, paper-llama) or a path to a suite .toml")
+    p.add_argument("suite", help="a shipped suite (embedded, paper-opt, ...: sds_bench/suites/) or a path to a suite .toml")
     p.add_argument("--results", default="results", help="results root; rows and tables go to RESULTS/SUITE/")
     p.add_argument("--baselines", default=None, help="folder of published numbers (*.csv; default: the repo's baselines/)")
 

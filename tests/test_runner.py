@@ -14,7 +14,7 @@ import torch
 
 from sds_bench import cli
 from sds_bench.errors import UserError
-from sds_bench.plugin import EvalResult, Evaluator, Pruner
+from sds_bench.plugin import EvalResult, Evaluator, Pruner, parse_options
 from sds_bench.pruners.magnitude import MagnitudeOptions, magnitude
 from sds_bench.registry import registry
 from sds_bench.report.tables import write_report
@@ -124,8 +124,15 @@ def test_shipped_suites_expand_to_the_paper_grids():
     assert {(c.calibration.source, c.calibration.nsamples, c.calibration.seqlen) for c in cells if not c.dense} == {
         ("c4", 128, 2048)}
     embedded = expand(load_suite("embedded"))
-    assert len(embedded) == 1 + 5 * 3 and {c.model for c in embedded} == {"embedded:opt-tiny"}
+    assert len(embedded) == 2 * (1 + 5 * 3) and {c.model for c in embedded} == {"embedded:opt-tiny"}
+    assert {c.evaluator for c in embedded} == {"perplexity", "zeroshot"}
     assert len(expand(load_suite("paper-llama"))) == 3 * (2 + 4 * 3 * 2)
+    ablation = [c for c in expand(load_suite("sds-ablation")) if not c.dense]
+    arms = [c for c in expand(load_suite("tyr-arms")) if not c.dense]
+    assert len(ablation) == 10 and {c.pattern for c in ablation} == {"2:4"}
+    assert len(arms) == 6 and {c.pruner for c in arms} == {"tyr", "wanda-sp"}
+    for cell in ablation + arms:  # every switch names a real option with a valid value
+        parse_options(registry().pruner(cell.pruner), cell.options)
 
 
 def test_cell_keys_follow_the_definition_not_the_labels(make_suite):
