@@ -12,7 +12,7 @@ import torch
 from sds_bench import data
 from sds_bench.engine import prune_model
 from sds_bench.errors import UserError
-from sds_bench.models import resolve_device
+from sds_bench.models import check_token_ids, resolve_device
 from sds_bench.plugin import EvalResult, options_dict, parse_options
 from sds_bench.record import environment, write_json_atomic
 from sds_bench.registry import origin_of, registry
@@ -37,6 +37,7 @@ def prune(model, tokenizer, method: str, sparsity: str | float | Sparsity, calib
             raise UserError(f"{method!r} needs calibration data (--calibration)")
         calib = calibration if isinstance(calibration, data.Calibration) else data.calibration(
             calibration, tokenizer, nsamples, seqlen or data.default_seqlen(model), seed)
+        check_token_ids(model, calib.tokens, f"calibration {calib.source}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         result = prune_model(model, pruner, sparsity, calib.tokens if calib else None, opts, dev, offload, batch_size, quiet)

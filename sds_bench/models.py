@@ -107,14 +107,31 @@ def load_model(name: str, dtype: str | torch.dtype | None = None, device: str | 
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as e:
         raise UserError(f"cannot load model {name!r}: {_first_line(e)}") from e
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+    try:  # a local directory without tokenizer files has none (transformers would build an empty one from config)
+        tokenizer = AutoTokenizer.from_pretrained(path) if has_tokenizer(path) else None
     except (OSError, ValueError, TypeError):
         tokenizer = None
     model.config.use_cache = False
     model.eval()
     adapter_for(model)
     return model.to(resolve_device(device)), tokenizer
+
+
+def check_token_ids(model, ids: torch.Tensor, what: str) -> None:
+    """Refuse token ids the model has no embedding for (a tokenizer or token file made for another model)."""
+    vocab = model.get_input_embeddings().num_embeddings
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+        raise UserError(f"{what}: token ids span {int(ids.min())}..{int(ids.max())}, but the model's vocabulary has "
+                        f"{vocab} tokens; was it tokenized for another model?")
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model")
+
+
+def has_tokenizer(path: str) -> bool:
+    """Whether `path` may hold a tokenizer: any hub id, or a local directory with a tokenizer file."""
+    local = Path(path)
+    return not local.is_dir() or any((local / f).is_file() for f in TOKENIZER_FILES)
 
 
 def ships_own_code(path: str) -> bool:

@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from sds_bench.cli import main
 from sds_bench.sparsity import Sparsity, satisfies
+from sds_bench.testing import tiny_opt
 
 
 @pytest.fixture
@@ -52,12 +53,23 @@ def test_eval_prints_perplexity_on_local_text(opt_dir, text_file, capsys):
     assert (name, metric) == ("perplexity:file", "ppl_file") and 1 < float(value) < 10 * 320
 
 
+def test_eval_errors_on_text_without_a_tokenizer_or_too_short(opt_dir, text_file, tmp_path, capsys):
+    bare = tmp_path / "bare"  # a model saved without its tokenizer: no empty stand-in may tokenize the text
+    tiny_opt().save_pretrained(bare)
+    assert main(["eval", str(bare), "--ppl", "file", "--data-file", str(text_file), "--seqlen", "32", "--quiet"]) == 2
+    assert "needs the model's tokenizer, and none was found" in capsys.readouterr().err
+    assert main(["eval", str(opt_dir), "--ppl", "file", "--data-file", str(text_file), "--seqlen", "100000",
+                 "--quiet"]) == 2
+    assert "are fewer than one window of 100000" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("change, message", [
     ({"--sparsity": "3:2"}, "bad sparsity '3:2': N:M needs 0 < N < M"),
     ({"--method": "nope"}, "unknown method 'nope'; known: "),
     ({"--calibration": "bad_dtype.pt"}, "must hold an int64 array of shape [N, L]; got torch.float32"),
     ({"--calibration": "bad_shape.npy"}, "must hold an int64 array of shape [N, L]; got torch.int64 [32]"),
     ({"--calibration": "missing.pt"}, "missing.pt' does not exist"),
+    ({"--calibration": "big_ids.pt"}, "token ids span 0..100000, but the model's vocabulary has 320 tokens"),
     ({"--calibration": None}, "'wanda' needs calibration data"),
     ({"--device": "cuda"}, "CUDA is not available"),
     ({"-o": "blocksize"}, "bad option 'blocksize': use KEY=VALUE"),
@@ -70,6 +82,7 @@ def test_bad_input_gives_one_line_and_nonzero_exit(opt_dir, token_file, tmp_path
         pytest.skip("CUDA present")
     torch.save(torch.zeros(4, 8), tmp_path / "bad_dtype.pt")
     np.save(tmp_path / "bad_shape.npy", np.zeros(32, dtype=np.int64))
+    torch.save(torch.tensor([[0, 100000] * 8] * 4), tmp_path / "big_ids.pt")
     args = {"model": str(opt_dir), "--method": "wanda", "--sparsity": "2:4", "--calibration": str(token_file),
             "--output": str(tmp_path / "out")}
     args.update({k: str(tmp_path / v) if k == "--calibration" and v else v for k, v in change.items()})

@@ -324,6 +324,7 @@ def test_report_has_the_paper_layout_deltas_sparsity_and_the_papers_numbers(make
     assert row["fake:avg paper"] == pytest.approx(0.4) and row["fake:avg Δ"] == pytest.approx(0.1)
     report = (out / "report.md").read_text()
     assert "## ppl_file" in report and "A paper (v2), Table 9" in report and "SDS-P minus P" in report
+    assert "## fake:avg (higher is better)" in report and "## fake:a " not in report  # averages, not every task
 
 
 def test_report_without_results_says_so(make_suite, results):

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from sds_bench.data import default_seqlen, eval_tokens
 from sds_bench.errors import UserError
 from sds_bench.hookspecs import hookimpl
+from sds_bench.models import check_token_ids
 from sds_bench.plugin import EvalResult, Evaluator
 
 
@@ -52,9 +53,10 @@ def perplexity(model, tokenizer, options: PerplexityOptions) -> EvalResult:
     ids, protocol = eval_tokens(options.dataset, tokenizer, seqlen, options.data_file)
     if options.max_windows:
         ids = ids[:, : options.max_windows * seqlen]
-    nlls = window_nlls(model, ids, seqlen, options.batch_size, options.quiet)
-    if nlls.numel() == 0:
+    check_token_ids(model, ids, options.dataset)
+    if ids.shape[1] < seqlen:
         raise UserError(f"{options.dataset}: {ids.shape[1]} tokens are fewer than one window of {seqlen}")
+    nlls = window_nlls(model, ids, seqlen, options.batch_size, options.quiet)
     ppl = math.exp(nlls.mean().item())
     return EvalResult({f"ppl_{options.dataset}": ppl},
                       {**protocol, "seqlen": seqlen, "windows": nlls.numel(), "tokens": nlls.numel() * seqlen,
