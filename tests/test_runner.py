@@ -124,7 +124,8 @@ def test_shipped_suites_expand_to_the_paper_grids():
     assert {(c.calibration.source, c.calibration.nsamples, c.calibration.seqlen) for c in cells if not c.dense} == {
         ("c4", 128, 2048)}
     embedded = expand(load_suite("embedded"))
-    assert len(embedded) == 2 * (1 + 5 * 3) and {c.model for c in embedded} == {"embedded:opt-tiny"}
+    assert len(embedded) == 2 * 2 * (1 + 5 * 3)
+    assert {c.model for c in embedded} == {"embedded:opt-tiny", "embedded:llama-tiny"}
     assert {c.evaluator for c in embedded} == {"perplexity", "zeroshot"}
     assert len(expand(load_suite("paper-llama"))) == 3 * (2 + 4 * 3 * 2)
     ablation = [c for c in expand(load_suite("sds-ablation")) if not c.dense]
