@@ -29,9 +29,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def reproduce(session: nox.Session) -> None:
-    """Run a suite (default: the embedded one) and write its tables: `nox -s reproduce -- paper-opt`."""
+    """Recompute the embedded suite and its tables, or run a suite resumably: `nox -s reproduce -- paper-opt`."""
     install(session, "eval,cluster")
-    args = session.posargs or ["embedded"]
+    args = session.posargs or ["embedded", "--fresh"]
     session.run("sds-bench", "run", *args)
 
 

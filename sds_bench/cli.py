@@ -111,7 +111,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     _quiet_transformers(args.quiet)
     summary = runner.run_suite(suite, args.results, args.only, args.exclude, args.executor, args.cluster,
                                {k: _toml_value(v) for k, v in _key_values(args.slurm).items()}, args.fail_fast,
-                               args.save_models, args.quiet, on_row=lambda row: tqdm.write(_row_line(row)))
+                               args.save_models, args.quiet, on_row=lambda row: tqdm.write(_row_line(row)),
+                               fresh=args.fresh)
     print(f"{suite.name}: {summary.cells} cells, {summary.skipped} done before, {summary.ok} done now, "
           f"{summary.failed} failed")
     if summary.cells and not args.no_report:
@@ -274,6 +275,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", action="append", metavar="GLOB", help="skip the matching cells (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print the grid with each cell's state, run nothing")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
+    p.add_argument("--fresh", action="store_true",
+                   help="run every cell again: the suite's rows move to rows.<time>.jsonl and a new store starts")
     p.add_argument("--save-models", action="store_true", help="also save each pruned model under RESULTS/SUITE/models/")
     p.add_argument("--no-report", action="store_true", help="do not write the tables at the end")
     p.add_argument("--executor", choices=["local", "submitit"], default="local",

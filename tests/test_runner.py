@@ -261,12 +261,17 @@ def test_store_ignores_a_truncated_last_line_and_appends_after_it(tmp_path):
         assert store.completed() == {"a", "c"}
 
 
-def test_rerun_of_a_suite_gives_identical_metrics(make_suite, tmp_path):
+def test_fresh_rerun_archives_the_rows_and_gives_identical_metrics(make_suite, results):
     suite = load_suite(str(make_suite(methods=("sparsegpt", "wanda"), sparsities=("2:4",))))
-    run_suite(suite, tmp_path / "one", quiet=True)
-    run_suite(suite, tmp_path / "two", quiet=True)
-    one, two = ({r["key"]: r["metrics"] for r in rows_of(tmp_path / d)} for d in ("one", "two"))
-    assert one == two and len(one) == 3
+    run_suite(suite, results, quiet=True)
+    first = {r["key"]: r["metrics"] for r in rows_of(results)}
+    assert run_suite(suite, results, quiet=True).ok == 0  # resumed: nothing to do
+    assert run_suite(suite, results, quiet=True, fresh=True).ok == 3  # every cell again
+    (archived,) = (results / "tiny").glob("rows.*.jsonl")
+    assert {json.loads(line)["key"] for line in archived.read_text().splitlines()} == set(first)
+    assert {r["key"]: r["metrics"] for r in rows_of(results)} == first and len(first) == 3
+    with pytest.raises(UserError, match="--fresh re-runs a whole suite"):
+        run_suite(suite, results, only=["wanda"], fresh=True)
 
 
 def test_save_models_writes_each_pruned_model_with_its_record(make_suite, results):

@@ -60,11 +60,16 @@ def plan(suite: Suite, results: str | Path, only: list[str] | None = None,
 def run_suite(suite: Suite, results: str | Path, only: list[str] | None = None, exclude: list[str] | None = None,
               executor: str = "local", cluster: str | None = None, params: dict[str, Any] | None = None,
               fail_fast: bool = False, save_models: bool = False, quiet: bool = False,
-              on_row: Callable[[dict[str, Any]], None] | None = None) -> Summary:
-    """Run every cell of the suite that has no successful row yet, appending one row per cell to the store."""
+              on_row: Callable[[dict[str, Any]], None] | None = None, fresh: bool = False) -> Summary:
+    """Run every cell of the suite that has no successful row yet, appending one row per cell to the store;
+    `fresh` first archives the store's rows, so every cell runs again."""
     if executor not in EXECUTORS:
         raise UserError(f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")
     store = Store(Path(results) / suite.name)
+    if fresh and (only or exclude):
+        raise UserError("--fresh re-runs a whole suite; it cannot be combined with --only or --exclude")
+    if fresh:
+        store.archive()
     cells = select(expand(suite), only, exclude)
     done = store.completed()
     pending = [c for c in cells if c.key not in done]

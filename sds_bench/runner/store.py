@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -66,3 +67,11 @@ class Store:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def archive(self) -> Path | None:
+        """Start an empty store, keeping the current rows as rows.<UTC time>.jsonl beside it (nothing is deleted)."""
+        if not self.path.is_file():
+            return None
+        kept = self.dir / f"rows.{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.jsonl"
+        os.replace(self.path, kept)
+        return kept
