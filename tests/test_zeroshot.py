@@ -144,3 +144,11 @@ def test_task_whose_data_cannot_load_names_the_task(tmp_path, tiny_opt, tokenize
 
     with pytest.raises(UserError, match="zero-shot task 'broken_task': cannot load its data"):
         api.evaluate(tiny_opt, tokenizer, "zeroshot", {"tasks": "broken_task", "include_path": str(tmp_path)})
+
+
+@pytest.mark.slow
+def test_quiet_run_writes_nothing_to_stderr(model_dir, capfd):
+    """lm-eval's progress bars and its subprocesses' messages stay off the terminal under --quiet."""
+    code = cli.main(["eval", str(model_dir), "--device", "cpu", "--zeroshot", "embedded", "-o", "limit=4", "--quiet"])
+    out, err = capfd.readouterr()
+    assert code == 0 and "zeroshot:avg" in out and err == "", err

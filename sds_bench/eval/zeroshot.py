@@ -8,7 +8,9 @@ lm-eval version, and the average states which metric it took from each task.
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
+import os
+import sys
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,15 +119,24 @@ def load_tasks(manager, names: list[str]) -> dict[str, Any]:
 
 
 @contextmanager
-def lm_eval_logging(quiet: bool):
-    """Only errors from lm-eval's loggers while quiet."""
+def lm_eval_quiet(quiet: bool):
+    """While quiet: only errors from lm-eval's loggers, and nothing on stderr, neither lm-eval's progress bars (most
+    cannot be switched off) nor what its subprocesses print (its `git describe` outside a repository)."""
+    if not quiet:
+        yield
+        return
     logger = logging.getLogger("lm_eval")
     level = logger.level
-    if quiet:
-        logger.setLevel(logging.ERROR)
+    logger.setLevel(logging.ERROR)
+    sys.stderr.flush()
+    saved = os.dup(2)
     try:
-        yield
+        with open(os.devnull, "w") as devnull, redirect_stderr(devnull):
+            os.dup2(devnull.fileno(), 2)
+            yield
     finally:
+        os.dup2(saved, 2)
+        os.close(saved)
         logger.setLevel(level)
 
 
@@ -159,7 +170,7 @@ def zeroshot(model, tokenizer, options: ZeroShotOptions) -> EvalResult:
     manager = task_manager(names, options.include_path)
     home = next(model.parameters()).device
     device = resolve_device(options.device) if options.device else home
-    with lm_eval_logging(options.quiet):
+    with lm_eval_quiet(options.quiet):
         tasks = load_tasks(manager, names)
         model.to(device)
         try:
