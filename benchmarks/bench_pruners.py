@@ -17,6 +17,7 @@ import statistics
 import time
 
 import torch
+from peak_memory import peak_mib, reset
 from transformers import OPTConfig, OPTForCausalLM
 
 import sds_bench
@@ -78,35 +79,19 @@ def _layer(d_out: int, d_in: int, tokens: int) -> tuple[torch.Tensor, torch.Tens
     return torch.randn(d_out, d_in, generator=g) * 0.02, 2 * x.T @ x / tokens
 
 
-def _reset_peak_rss() -> int:
-    """Reset the kernel's peak-RSS counter of this process (Linux clear_refs) and return the current RSS in KiB."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    return _status_kib("VmRSS")
-
-
-def _peak_rss_kib() -> int:
-    return _status_kib("VmHWM")
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-
-
 def _solve(which: str, d_out: int, d_in: int, tokens: int, pattern: str, queue) -> None:
     """Run one per-layer solve in this (fresh) process and report time, peak RSS growth and the result's checksum."""
     torch.set_num_threads(2)
     W, H = _layer(d_out, d_in, tokens)
     s = Sparsity.parse(pattern)
-    baseline = _reset_peak_rss()
+    baseline = reset(torch.device("cpu"))
     start = time.perf_counter()
     if which == "ours":
         out = sparsegpt(W, LayerStats("bench", gram=H), s, SparseGPTOptions())
     else:
         out = transcription(W, H, s.ratio, s.n, s.m)
     seconds = time.perf_counter() - start
-    queue.put({"seconds": seconds, "peak_kib": _peak_rss_kib() - baseline,
+    queue.put({"seconds": seconds, "peak_mib": peak_mib(torch.device("cpu")) - baseline,
                "checksum": float(out.double().abs().sum())})
 
 
@@ -157,11 +142,11 @@ def main() -> None:
     for d_out, d_in in ((args.hidden, args.hidden), (args.hidden, 4 * args.hidden)):
         runs = per_layer(d_out, d_in, args.nsamples * args.seqlen, args.pattern, args.repeats)
         med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
-        peak = {k: max(r["peak_kib"] for r in v) for k, v in runs.items()}
+        peak = {k: max(r["peak_mib"] for r in v) for k, v in runs.items()}
         same = len({r["checksum"] for v in runs.values() for r in v}) == 1
         print(f"per-layer SparseGPT {d_out}x{d_in} {args.pattern}: ours {med['ours']:.3f} s, transcription "
               f"{med['transcription']:.3f} s, ratio ours/transcription = {med['ours'] / med['transcription']:.2f}; "
-              f"peak RSS growth ours {peak['ours'] / 1024:.1f} MiB vs {peak['transcription'] / 1024:.1f} MiB; "
+              f"peak RSS growth ours {peak['ours']:.1f} MiB vs {peak['transcription']:.1f} MiB; "
               f"identical results: {same}")
     print(json.dumps({"whole_model_seconds": times}))
 

@@ -20,25 +20,11 @@ import statistics
 import time
 
 import torch
+from peak_memory import peak_mib, reset
 from transformers import OPTConfig, OPTForCausalLM
 
 import sds_bench
 from sds_bench import data, models
-
-
-def _peak_memory_reset(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    else:
-        with open("/proc/self/clear_refs", "w") as f:  # Linux: reset VmHWM to the current RSS
-            f.write("5")
-
-
-def _peak_memory_mib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 
 def _prune(args: argparse.Namespace, method: str, queue) -> None:
@@ -56,11 +42,11 @@ def _prune(args: argparse.Namespace, method: str, queue) -> None:
         tokens = torch.randint(0, 2048, (args.nsamples, args.seqlen), generator=torch.Generator().manual_seed(0))
         calib = sds_bench.Calibration(tokens, "random", 0)
     options = dict(o.split("=", 1) for o in args.option or []) if method.startswith("sds") else {}
-    _peak_memory_reset(device)
+    reset(device)
     start = time.perf_counter()
     record = sds_bench.prune(model, None, method, args.pattern, calib, options=options, device=str(device), quiet=True)
     seconds = time.perf_counter() - start
-    queue.put({"seconds": seconds, "peak_mib": _peak_memory_mib(device), "device": record["environment"]["device_name"]})
+    queue.put({"seconds": seconds, "peak_mib": peak_mib(device), "device": record["environment"]["device_name"]})
 
 
 def main() -> None:
