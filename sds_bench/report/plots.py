@@ -9,6 +9,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from sds_bench.record import write_atomic
 from sds_bench.runner.cells import DENSE, model_label
 
 
@@ -39,5 +40,5 @@ def metric_plot(long: pd.DataFrame, metric: str, models: list[str], methods: lis
         ax.set_xlabel("sparsity pattern")
         ax.set_ylabel(metric)
     axes[-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.savefig(path, dpi=110)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     return Path(path)

@@ -11,6 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from sds_bench.errors import UserError
+from sds_bench.record import write_atomic
 
 LABELS = {"dense": "dense", "initial_prune": "first prune", "redense": "re-dense", "final": "final"}
 
@@ -49,5 +50,5 @@ def plot_weights(run_dir: str | Path, output: str | Path | None = None, columns:
     for ax in axes[len(layers):]:
         ax.set_visible(False)
     output = Path(output) if output else Path(run_dir) / "weights.png"
-    fig.savefig(output, dpi=110)
+    write_atomic(output, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     return output
