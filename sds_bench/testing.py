@@ -70,26 +70,16 @@ def check_in_sweep(name: str, options: dict[str, Any] | None = None) -> None:
     import tempfile
     from pathlib import Path
 
-    from sds_bench.runner.execute import run_suite
-    from sds_bench.runner.store import Store
-    from sds_bench.runner.suite import load_suite
+    from sds_bench.runner import Store, run_suite, suite_from_dict
 
-    method = {"name": name, "pruner": name, "options": options or {}}
+    suite = {"name": "contract", "models": ["embedded:opt-tiny"], "sparsities": ["2:4"],
+             "methods": [{"name": name, "pruner": name, "options": options or {}}],
+             "calibration": {"source": "embedded", "nsamples": 4, "seqlen": 64},
+             "evaluators": [{"name": "perplexity", "options": {"dataset": "embedded", "max_windows": 2, "seqlen": 64}}]}
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "contract.toml"
-        path.write_text(f"""name = "contract"\nmodels = ["embedded:opt-tiny"]\nmethods = [{_toml(method)}]
-sparsities = ["2:4"]\n[calibration]\nsource = "embedded"\nnsamples = 4\nseqlen = 64
-[[evaluators]]\nname = "perplexity"\noptions = {{ dataset = "embedded", max_windows = 2, seqlen = 64 }}\n""")
-        summary = run_suite(load_suite(str(path)), tmp, quiet=True)
+        summary = run_suite(suite_from_dict(suite, Path(tmp) / "contract.toml"), tmp, quiet=True)
         rows = Store(Path(tmp) / "contract").rows()
         assert summary.failed == 0 and len(rows) == 2, [r.get("error") for r in rows]
-
-
-def _toml(value: Any) -> str:
-    """A small dict/str/number as an inline TOML value."""
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
-    return f'"{value}"' if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _check_once(build, method: str, pattern: str, options: dict[str, Any] | None) -> None:

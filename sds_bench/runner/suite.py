@@ -118,6 +118,11 @@ def load_suite(name: str) -> Suite:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: not valid TOML: {e}") from None
+    return suite_from_dict(raw, path)
+
+
+def suite_from_dict(raw: dict[str, Any], path: Path) -> Suite:
+    """Validate a suite given as the dict its TOML parses to (`path` names it in errors and sets its default name)."""
     try:
         return _parse(raw, path)
     except UserError as e:
