@@ -26,9 +26,8 @@ def prune(model, tokenizer, method: str, sparsity: str | float | Sparsity, calib
     started = time.perf_counter()
     pruner = registry().pruner(method)
     sparsity = Sparsity.parse(sparsity)
-    kind = "nm" if sparsity.is_nm else "unstructured"
-    if kind not in pruner.patterns:
-        raise UserError(f"{method!r} does not support {kind} sparsity ({sparsity}); it supports {', '.join(pruner.patterns)}")
+    if sparsity.kind not in pruner.patterns:
+        raise UserError(f"{method!r} does not support {sparsity.kind} sparsity ({sparsity}); it supports {', '.join(pruner.patterns)}")
     opts = parse_options(pruner, options)
     dev = resolve_device(device)
     calib = None

@@ -28,6 +28,11 @@ class Sparsity:
     def is_nm(self) -> bool:
         return self.m > 0
 
+    @property
+    def kind(self) -> str:
+        """'nm' or 'unstructured': the pattern family a pruner declares in `Pruner.patterns`."""
+        return "nm" if self.is_nm else "unstructured"
+
     @classmethod
     def parse(cls, spec: str | float | Sparsity) -> Sparsity:
         """Parse '0.5', '50%', 'unstructured:0.5', '2:4' (N:M), rejecting anything else with a clear message."""

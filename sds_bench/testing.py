@@ -14,8 +14,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
 
 import sds_bench
-import sds_bench.registry
 from sds_bench.models import adapter_for, prunable_linears
+from sds_bench.registry import registry
 from sds_bench.sparsity import Sparsity, satisfies
 
 VOCAB = 320
@@ -54,10 +54,10 @@ def check_pruner(name: str, patterns: tuple[str, ...] = ("0.5", "2:4", "4:8"), o
                  wrap_in_sds: bool = True, sweep: bool = True) -> None:
     """Assert the plugin contract on tiny OPT and Llama: exact pattern, nothing else touched, deterministic,
     SDS-wrappable, and usable in a sweep like a built-in."""
-    supported = sds_bench.registry.registry().pruner(name).patterns
+    supported = registry().pruner(name).patterns
     for build in (tiny_opt, tiny_llama):
         for pattern in patterns:
-            if ("nm" if Sparsity.parse(pattern).is_nm else "unstructured") in supported:
+            if Sparsity.parse(pattern).kind in supported:
                 _check_once(build, name, pattern, options)
     if wrap_in_sds and name != "sds" and not name.startswith("sds-"):
         _check_once(tiny_opt, "sds", "2:4", {"base": name, "iterations": "5"})
@@ -66,13 +66,15 @@ def check_pruner(name: str, patterns: tuple[str, ...] = ("0.5", "2:4", "4:8"), o
 
 
 def check_in_sweep(name: str, options: dict[str, Any] | None = None) -> None:
-    """Run a two-cell suite (dense and `name` at 2:4) on the embedded model and check both rows succeeded."""
+    """Run a two-cell suite (dense and `name` at 2:4, or 50% if it has no N:M) on the embedded model and check both
+    rows succeeded."""
     import tempfile
     from pathlib import Path
 
     from sds_bench.runner import Store, run_suite, suite_from_dict
 
-    suite = {"name": "contract", "models": ["embedded:opt-tiny"], "sparsities": ["2:4"],
+    pattern = "2:4" if "nm" in registry().pruner(name).patterns else "50%"
+    suite = {"name": "contract", "models": ["embedded:opt-tiny"], "sparsities": [pattern],
              "methods": [{"name": name, "pruner": name, "options": options or {}}],
              "calibration": {"source": "embedded", "nsamples": 4, "seqlen": 64},
              "evaluators": [{"name": "perplexity", "options": {"dataset": "embedded", "max_windows": 2, "seqlen": 64}}]}

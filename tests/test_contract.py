@@ -27,3 +27,15 @@ def test_contract_catches_a_pruner_that_prunes_too_much():
     reg.origins["Pruner:greedy"] = "test"
     with pytest.raises(AssertionError, match="prunes more than"):
         check_pruner("greedy", patterns=("2:4",), wrap_in_sds=False, sweep=False)
+
+
+def test_contract_checks_only_the_patterns_a_pruner_declares():
+    from dataclasses import replace
+
+    from sds_bench.registry import registry
+
+    reg = registry()
+    reg.pruners["unstructured-only"] = replace(reg.pruners["magnitude"], name="unstructured-only",
+                                               patterns=("unstructured",))
+    reg.origins["Pruner:unstructured-only"] = "test"
+    check_pruner("unstructured-only", wrap_in_sds=False)  # 2:4 and 4:8 skipped; the sweep runs at 50%

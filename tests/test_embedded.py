@@ -88,9 +88,15 @@ def test_corpus_is_deterministic_and_its_cache_faithful(tmp_path, monkeypatch):
         corpus.corpus_splits.cache_clear()
 
 
-def test_corpus_sha256_identifies_the_text():
-    assert re.fullmatch(r"[0-9a-f]{64}", embedded.corpus_sha256())
-    assert embedded.corpus_sha256() == embedded.corpus_sha256()
+def test_corpus_sha256_identifies_the_text(monkeypatch):
+    """One more character, or one character moved across a split boundary, gives another sha256."""
+    sha = embedded.corpus_sha256()
+    assert re.fullmatch(r"[0-9a-f]{64}", sha)
+    splits = corpus.corpus_splits()
+    for changed in ({**splits, "test": splits["test"] + "."},
+                    {**splits, "validation": splits["validation"] + splits["test"][:1], "test": splits["test"][1:]}):
+        monkeypatch.setattr(corpus, "corpus_splits", lambda changed=changed: changed)
+        assert corpus.corpus_sha256.__wrapped__() != sha
 
 
 def test_splits_hold_enough_tokens(opt_tiny, test_ids):

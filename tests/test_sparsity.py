@@ -23,6 +23,7 @@ def test_str_roundtrip_and_slug():
     assert str(Sparsity.parse("2:4")) == "2:4" and Sparsity.parse("2:4").slug == "2of4"
     assert Sparsity.parse(str(Sparsity.parse("50%"))) == Sparsity.parse("0.5")
     assert Sparsity.parse("0.5").slug == "unstructured50"
+    assert (Sparsity.parse("50%").kind, Sparsity.parse("2:4").kind) == ("unstructured", "nm")
 
 
 def test_nm_mask_prunes_n_lowest_per_group():

@@ -101,7 +101,7 @@ class SDSWrapperOptions(SDSOptions):
 def sds(weight: torch.Tensor, stats: LayerStats, sparsity: Sparsity, options: SDSOptions, base: str = "") -> torch.Tensor:
     """Prune one Linear by Sparse-Dense-Sparse around P; record each step's error (and chosen histograms)."""
     pruner, base_options = base_pruner(base or options.base, options.base_options)
-    if ("nm" if sparsity.is_nm else "unstructured") not in pruner.patterns:
+    if sparsity.kind not in pruner.patterns:
         raise UserError(f"sds: base pruner {pruner.name!r} does not support {sparsity}")
     P = functools.partial(pruner.prune, stats=stats, sparsity=sparsity, options=base_options)
     W = W_d = weight.float()

@@ -179,8 +179,9 @@ def _markdown(suite: Suite, tables: dict[str, pd.DataFrame], long: pd.DataFrame,
              f"Device {run.device}, dtype {run.dtype}.", ""]
     for metric, part in tables["perplexity"].groupby("metric", sort=False):
         lines += [f"## {metric} (lower is better)", ""] + _per_model(part.drop(columns="metric"), ".2f")
+    perplexities = set(perplexity_metrics(long))
     for metric in dict.fromkeys(long["metric"]):
-        if _headline(metric) and metric not in perplexity_metrics(long):  # zero-shot averages
+        if _headline(metric) and metric not in perplexities:  # zero-shot averages
             part = layout(long[long["metric"] == metric], *_axes(suite))
             lines += [f"## {metric} (higher is better)", ""] + _per_model(part, ".4f")
     if not tables["sds_deltas"].empty:
