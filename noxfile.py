@@ -1,11 +1,14 @@
 """Sessions: `nox` (tests), `nox -s lint`, `nox -s reproduce [-- SUITE ...]`, `nox -s bench [-- ARGS]`."""
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 CONSTRAINTS = ("-c", "constraints.txt")
+TEST_PATHS = ["tests", "plugins/sds-bench-ria/tests"]
 
 
 def install(session: nox.Session, extras: str) -> None:
@@ -14,10 +17,12 @@ def install(session: nox.Session, extras: str) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite (pass pytest arguments after --, e.g. `nox -s tests -- -m 'not slow'`)."""
+    """The test suite and the example plugin's own tests, printing the 15 slowest; pytest arguments go after --:
+    `nox -s tests -- -m "not slow"` is the quick subset; naming test paths runs only those."""
     install(session, "eval,cluster,dev")
     session.install(*CONSTRAINTS, "-e", "plugins/sds-bench-ria")
-    session.run("pytest", *session.posargs)
+    paths = [] if any(Path(arg.split("::")[0]).exists() for arg in session.posargs) else TEST_PATHS
+    session.run("pytest", "--durations=15", *paths, *session.posargs)
 
 
 @nox.session

@@ -1,8 +1,8 @@
 """Time the built-in pruners on one model and one calibration set, in one run, and print ratios.
 
 1. Whole-model pruning through the engine: magnitude, Wanda, SparseGPT (SparseGPT / Wanda ratio).
-2. SparseGPT's per-layer solve against a plain, direct transcription of the published algorithm
-   (Frantar & Alistarh 2023, Algorithm 1 with lazy batch updates), on the same H and W: time and peak memory,
+2. SparseGPT's per-layer solve against the line-by-line transcription of the official `fasterprune`
+   (tests/transcriptions.py), on the same H and W: time and peak memory,
    each in a fresh subprocess, peak memory as the growth of its peak RSS (Linux /proc) over the solve.
 
     python benchmarks/bench_pruners.py [--hidden 768 --layers 2 --nsamples 32 --seqlen 256]
@@ -14,7 +14,9 @@ import argparse
 import json
 import multiprocessing as mp
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from peak_memory import peak_mib, reset
@@ -25,52 +27,8 @@ from sds_bench.pruners.sparsegpt import SparseGPTOptions, sparsegpt
 from sds_bench.sparsity import Sparsity
 from sds_bench.stats import LayerStats
 
-
-def transcription(W: torch.Tensor, H: torch.Tensor, sparsity: float, prunen: int, prunem: int,
-                  blocksize: int = 128, percdamp: float = 0.01) -> torch.Tensor:
-    """The published SparseGPT algorithm written out plainly, line for line, as a comparison baseline."""
-    W = W.clone().float()
-    H = H.clone()
-    columns = W.shape[1]
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1
-    W[:, dead] = 0
-    damp = percdamp * torch.mean(torch.diag(H))
-    diag = torch.arange(columns)
-    H[diag, diag] += damp
-    H = torch.linalg.cholesky(H)
-    H = torch.cholesky_inverse(H)
-    Hinv = torch.linalg.cholesky(H, upper=True)
-    for i1 in range(0, columns, blocksize):
-        i2 = min(i1 + blocksize, columns)
-        count = i2 - i1
-        W1 = W[:, i1:i2].clone()
-        Q1 = torch.zeros_like(W1)
-        Err1 = torch.zeros_like(W1)
-        Losses1 = torch.zeros_like(W1)
-        Hinv1 = Hinv[i1:i2, i1:i2]
-        if prunen == 0:
-            tmp = W1**2 / (torch.diag(Hinv1).reshape((1, -1))) ** 2
-            thresh = torch.sort(tmp.flatten())[0][int(tmp.numel() * sparsity)]
-            mask1 = tmp <= thresh
-        else:
-            mask1 = torch.zeros_like(W1) == 1
-        for i in range(count):
-            w = W1[:, i]
-            d = Hinv1[i, i]
-            if prunen != 0 and i % prunem == 0:
-                tmp = W1[:, i:(i + prunem)] ** 2 / (torch.diag(Hinv1)[i:(i + prunem)].reshape((1, -1))) ** 2
-                mask1.scatter_(1, i + torch.topk(tmp, prunen, dim=1, largest=False)[1], True)
-            q = w.clone()
-            q[mask1[:, i]] = 0
-            Q1[:, i] = q
-            Losses1[:, i] = (w - q) ** 2 / d**2
-            err1 = (w - q) / d
-            W1[:, i:] -= err1.unsqueeze(1).matmul(Hinv1[i, i:].unsqueeze(0))
-            Err1[:, i] = err1
-        W[:, i1:i2] = Q1
-        W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])
-    return W
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests/transcriptions.py
+from tests.transcriptions import sparsegpt_solve  # noqa: E402
 
 
 def _layer(d_out: int, d_in: int, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,7 +47,7 @@ def _solve(which: str, d_out: int, d_in: int, tokens: int, pattern: str, queue) 
     if which == "ours":
         out = sparsegpt(W, LayerStats("bench", gram=H), s, SparseGPTOptions())
     else:
-        out = transcription(W, H, s.ratio, s.n, s.m)
+        out = sparsegpt_solve(W, H, s.ratio, s.n, s.m)
     seconds = time.perf_counter() - start
     queue.put({"seconds": seconds, "peak_mib": peak_mib(torch.device("cpu")) - baseline,
                "checksum": float(out.double().abs().sum())})

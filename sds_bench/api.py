@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import math
+import tempfile
 import time
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sds_bench import data
-from sds_bench.engine import prune_model
+from sds_bench import checks, data
+from sds_bench.engine import OFFLOAD, apply_pruner
 from sds_bench.errors import UserError
 from sds_bench.models import check_token_ids, resolve_device
-from sds_bench.plugin import EvalResult, options_dict, parse_options
-from sds_bench.record import environment, write_json_atomic
+from sds_bench.plugin import EvalResult, Pruner, options_dict, parse_options
+from sds_bench.record import environment, write_dir_atomic, write_json_atomic
 from sds_bench.registry import origin_of, registry
 from sds_bench.sparsity import Sparsity
 
@@ -29,17 +32,23 @@ def prune(model, tokenizer, method: str, sparsity: str | float | Sparsity, calib
     if sparsity.kind not in pruner.patterns:
         raise UserError(f"{method!r} does not support {sparsity.kind} sparsity ({sparsity}); it supports {', '.join(pruner.patterns)}")
     opts = parse_options(pruner, options)
+    pruner = resolve_base(pruner, opts)
+    if batch_size < 1:
+        raise UserError(f"batch_size must be >= 1; got {batch_size}")
+    if offload not in OFFLOAD:
+        raise UserError(f"offload must be one of {', '.join(OFFLOAD)}; got {offload!r}")
+    seqlen = data.resolve_seqlen(model, seqlen)
     dev = resolve_device(device)
     calib = None
-    if pruner.prune_model is not None or pruner.required_stats(opts):
+    if pruner.needs_calibration(opts):
         if calibration is None:
             raise UserError(f"{method!r} needs calibration data (--calibration)")
         calib = calibration if isinstance(calibration, data.Calibration) else data.calibration(
-            calibration, tokenizer, nsamples, seqlen or data.default_seqlen(model), seed)
+            calibration, tokenizer, nsamples, seqlen, seed)
         check_token_ids(model, calib.tokens, f"calibration {calib.source}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        result = prune_model(model, pruner, sparsity, calib.tokens if calib else None, opts, dev, offload, batch_size, quiet)
+        result = apply_pruner(model, pruner, sparsity, calib.tokens if calib else None, opts, dev, offload, batch_size, quiet)
     zeros = sum(layer["sparsity"] * math.prod(layer["shape"]) for layer in result["layers"].values())
     total = sum(math.prod(layer["shape"]) for layer in result["layers"].values())
     return {
@@ -52,22 +61,59 @@ def prune(model, tokenizer, method: str, sparsity: str | float | Sparsity, calib
     }
 
 
+def resolve_base(pruner: Pruner, options: Any) -> Pruner:
+    """`pruner`, or for one that wraps a base pruner, it with `prune` and `needs` given the registered base and the
+    base's parsed options (looked up now, so a refreshed registry is always the one used)."""
+    if pruner.wraps is None:
+        return pruner
+    name, raw = pruner.wraps(options)
+    if not name:
+        raise UserError(f"{pruner.name} needs a base pruner: --method {pruner.name} --base NAME (or -o base=NAME)")
+    base = registry().pruner(name)
+    if base.prune is None or base.wraps is not None:
+        raise UserError(f"{pruner.name} needs a one-shot per-layer pruner as its base; {name!r} is not one")
+    bound = (base, parse_options(base, raw))
+    return replace(pruner, prune=partial(pruner.prune, base=bound), needs=partial(pruner.needs, base=bound))
+
+
 def evaluate(model, tokenizer, evaluator: str = "perplexity", options: dict[str, Any] | None = None) -> EvalResult:
     """Run a registered evaluator on an in-memory model."""
     plugin = registry().evaluator(evaluator)
     started = time.perf_counter()
-    result = plugin.evaluate(model, tokenizer, parse_options(plugin, options))
+    result = checks.metrics(evaluator, plugin.evaluate(model, tokenizer, parse_options(plugin, options)))
     result.protocol.setdefault("evaluator", evaluator)
     result.protocol.setdefault("seconds", time.perf_counter() - started)
     return result
 
 
-def save_pruned(model, tokenizer, record: dict[str, Any], output: str | Path) -> Path:
-    """Write the pruned model (safetensors), its tokenizer and pruning.json into `output`."""
+def check_output(output: str | Path, overwrite: bool = False) -> Path:
+    """Refuse, before any work, an output directory that cannot be written or would merge into another's files."""
     output = Path(output)
-    model.save_pretrained(output)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(output)
-    write_json_atomic(output / "pruning.json", record)
+    if output.is_file():
+        raise UserError(f"output {str(output)!r} is a file; give a directory")
+    if any(p.is_file() for p in output.parents):
+        raise UserError(f"output {str(output)!r} is under a file; give a directory")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise UserError(f"output {str(output)!r} is a non-empty directory; pass --overwrite (from Python: pass "
+                        "overwrite=True) to replace it")
+    parent = next((p for p in (output, *output.parents) if p.exists()), Path("."))
+    try:
+        tempfile.TemporaryDirectory(dir=parent).cleanup()
+    except OSError as e:
+        raise UserError(f"cannot write output {str(output)!r}: {e.strerror or e}") from None
     return output
 
+
+def save_pruned(model, tokenizer, record: dict[str, Any], output: str | Path, overwrite: bool = False) -> Path:
+    """Write the pruned model (safetensors), its tokenizer and pruning.json into `output`, all at once: the directory
+    appears (or replaces the old one, with `overwrite`) only when complete."""
+    output = check_output(output, overwrite)
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        write_json_atomic(tmp / "pruning.json", record)
+
+    write_dir_atomic(output, write)
+    return output

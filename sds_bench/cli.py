@@ -10,7 +10,7 @@ from sds_bench.errors import UserError
 
 
 def cmd_plugins(args: argparse.Namespace) -> None:
-    """List every pruner and evaluator with its origin and description."""
+    """List every pruner and evaluator with its origin and description, and each plugin skipped as broken."""
     from tabulate import tabulate
 
     from sds_bench.registry import registry
@@ -18,6 +18,7 @@ def cmd_plugins(args: argparse.Namespace) -> None:
     reg = registry()
     rows = [("pruner", p.name, reg.origins[f"Pruner:{p.name}"], p.description) for p in reg.pruners.values()]
     rows += [("evaluator", e.name, reg.origins[f"Evaluator:{e.name}"], e.description) for e in reg.evaluators.values()]
+    rows += [("plugin", "-", source, f"BROKEN, skipped: {why}") for source, why in reg.broken.items()]
     print(tabulate(sorted(rows), headers=["kind", "name", "origin", "description"]))
 
 
@@ -32,15 +33,24 @@ def cmd_prune(args: argparse.Namespace) -> None:
     if args.base:
         options["base"] = args.base
     Sparsity.parse(args.sparsity)  # cheap checks first: fail before loading a large model
-    parse_options(registry().pruner(args.method), options)
+    pruner = registry().pruner(args.method)
+    opts = parse_options(pruner, options)
+    if args.nsamples < 1:
+        raise UserError(f"nsamples must be >= 1; got {args.nsamples}")
+    if args.batch_size < 1:
+        raise UserError(f"batch_size must be >= 1; got {args.batch_size}")
+    if args.calibration and not api.resolve_base(pruner, opts).needs_calibration(opts):
+        print(f"sds-bench: warning: {args.method!r} needs no calibration data; --calibration ignored", file=sys.stderr)
+        args.calibration = None
     models.resolve_device(args.device)
+    api.check_output(args.output, args.overwrite)
     _quiet_transformers(args.quiet)
     model, tokenizer = models.load_model(args.model, args.dtype, "cpu" if args.offload == "cpu" else args.device,
-                                         args.attn_implementation)
+                                         args.attn_implementation, args.trust_remote_code)
     record = api.prune(model, tokenizer, args.method, args.sparsity, args.calibration, args.nsamples, args.seqlen,
                        args.seed, options, args.device, args.offload, args.batch_size, args.quiet)
     record["model"] = args.model
-    api.save_pruned(model, tokenizer, record, args.output)
+    api.save_pruned(model, tokenizer, record, args.output, args.overwrite)
     print(f"{args.method} {record['sparsity']}: measured sparsity {record['measured_sparsity']:.4f}, "
           f"{record['wall_seconds']:.1f}s -> {args.output}")
 
@@ -50,7 +60,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from sds_bench import api, models
 
     _quiet_transformers(args.quiet)
-    model, tokenizer = models.load_model(args.model, args.dtype, args.device, args.attn_implementation)
+    model, tokenizer = models.load_model(args.model, args.dtype, args.device, args.attn_implementation,
+                                         args.trust_remote_code)
     results = {}
     for dataset in args.ppl or []:
         options = {"dataset": dataset, "data_file": args.data_file, "seqlen": args.seqlen, "quiet": args.quiet,
@@ -72,14 +83,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def cmd_bench_kernels(args: argparse.Namespace) -> None:
     """Time dense against 2:4 sparse Linear kernels (and, with --e2e, whole models) on this GPU; write the tables."""
-    from sds_bench import kernels
+    from sds_bench import kernels, runner
     from sds_bench.kernels.bench import make_e2e_plan
 
     if not args.dry_run and (problem := kernels.gpu_problem(args.device)):
         print(f"sds-bench bench kernels: {problem}; nothing timed")
         return
     e2e = make_e2e_plan(args.prefill, args.decode, args.context, args.new_tokens, args.e2e_reps) if args.e2e else None
-    plan = kernels.make_plan(args.model, args.suite, args.shapes, args.tokens, args.dtype, args.backend, e2e)
+    models = list(runner.load_suite(args.suite).models) if args.suite else args.model
+    plan = kernels.make_plan(models, args.shapes, args.tokens, args.dtype, args.backend, e2e)
     if args.dry_run:
         print(plan.describe())
         return
@@ -202,10 +214,19 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, help="auto, float32, float16, bfloat16 (default: the checkpoint's)")
     p.add_argument("--attn-implementation", default=None, help="eager, sdpa, ... (default: the model's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow modeling code shipped in the model directory (auto_map) to run")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are UserErrors, so they print as the one line every other error does."""
+
+    def error(self, message: str):
+        raise UserError(f"{self.prog}: {message}")
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="sds-bench", description=__doc__)
+    ap = _Parser(prog="sds-bench", description=__doc__)
     ap.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -225,6 +246,7 @@ def parser() -> argparse.ArgumentParser:
                    help="where the model and calibration activations wait while one block is on the device")
     p.add_argument("-o", "--option", action="append", metavar="KEY=VALUE", help="a pruner option (repeatable)")
     p.add_argument("--output", required=True, help="directory for the pruned model and pruning.json")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output directory")
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("eval", help="evaluate a model")
@@ -313,13 +335,17 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except UserError as e:
+        print(f"sds-bench: error: {_one_line(e)}", file=sys.stderr)
+        return 2
     try:
         args.func(args)
     except UserError as e:
         if args.debug:
             raise
-        print(f"sds-bench: error: {e}", file=sys.stderr)
+        print(f"sds-bench: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sds-bench: interrupted", file=sys.stderr)
@@ -327,9 +353,15 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # anything unexpected still gets one line; --debug shows the traceback
         if args.debug:
             raise
-        print(f"sds-bench: error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        print(f"sds-bench: error: {type(e).__name__}: {_one_line(e)} (run with --debug for the traceback)",
+              file=sys.stderr)
         return 1
     return 0
+
+
+def _one_line(e: BaseException) -> str:
+    """The message folded onto one line: the CLI's errors are always one line."""
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sds_bench import embedded
 from sds_bench.errors import UserError
 
 C4_TRAIN = "en/c4-train.00000-of-01024.json.gz"
@@ -45,8 +46,22 @@ def default_seqlen(model) -> int:
     return min(int(getattr(model.config, "max_position_embeddings", 2048)), 2048)
 
 
+def resolve_seqlen(model, seqlen: int | None) -> int:
+    """`seqlen`, or the default when None, once it is a window the model has positions for."""
+    if seqlen is None:
+        return default_seqlen(model)
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if seqlen < 1:
+        raise UserError(f"seqlen must be >= 1; got {seqlen}")
+    if positions is not None and seqlen > positions:
+        raise UserError(f"seqlen {seqlen} is beyond the model's {positions} positions")
+    return seqlen
+
+
 def calibration(source: str, tokenizer=None, nsamples: int = 128, seqlen: int = 2048, seed: int = 0) -> Calibration:
     """Calibration windows from 'c4', 'wikitext2', 'embedded', a text file, or a token file (.pt/.npy, used as given)."""
+    if nsamples < 1:
+        raise UserError(f"nsamples must be >= 1; got {nsamples}")
     path = Path(source)
     if path.suffix in (".pt", ".npy"):
         return Calibration(load_token_file(path), str(path), seed)
@@ -58,8 +73,6 @@ def calibration(source: str, tokenizer=None, nsamples: int = 128, seqlen: int = 
         if source == "wikitext2":
             text = " ".join(_wikitext2_rows("train"))
         elif source == "embedded":
-            from sds_bench import embedded
-
             text = embedded.corpus_text("train")
         else:
             text = read_text_file(path)
@@ -96,8 +109,6 @@ def eval_tokens(dataset: str, tokenizer, seqlen: int, data_file: str | None = No
         ids = _tokenize(tokenizer, " ".join(docs[:1100]))[:, : 256 * seqlen]
         return ids, {"dataset": "c4", "split": "validation", "source": data_file or C4_VALID}
     elif dataset == "embedded":
-        from sds_bench import embedded
-
         text, split = embedded.corpus_text("test"), "test"
     elif dataset == "file":
         if not data_file:

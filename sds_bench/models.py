@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import struct
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from sds_bench.errors import UserError
+from sds_bench import embedded
+from sds_bench.errors import UserError, first_line
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -84,8 +90,6 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str:
 def resolve_model_path(name: str) -> str:
     """A local directory, an embedded model ('embedded:opt-tiny'), or a hub id (returned as is)."""
     if name.startswith("embedded:"):
-        from sds_bench import embedded
-
         return str(embedded.model_dir(name.removeprefix("embedded:")))
     if os.path.exists(name) and not os.path.isdir(name):
         raise UserError(f"model path {name!r} is a file; give a model directory or a hub id")
@@ -95,18 +99,23 @@ def resolve_model_path(name: str) -> str:
 
 
 def load_model(name: str, dtype: str | torch.dtype | None = None, device: str | None = "cpu",
-               attn_implementation: str | None = None):
-    """Load a causal LM and its tokenizer from a local directory, an embedded name or a hub id."""
+               attn_implementation: str | None = None, trust_remote_code: bool = False):
+    """Load a causal LM and its tokenizer from a local directory, an embedded name or a hub id.
+
+    Modeling code shipped beside a model (config.json `auto_map`) runs only with `trust_remote_code=True`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(name)
-    kwargs = {"dtype": resolve_dtype(dtype), "trust_remote_code": ships_own_code(path)}
+    check_reachable(name)
+    if os.path.isdir(path):
+        check_model_dir(path, trust_remote_code)
+    kwargs = {"dtype": resolve_dtype(dtype), "trust_remote_code": trust_remote_code}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except OSError as e:
-        raise UserError(f"cannot load model {name!r}: {_first_line(e)}") from e
+    except (OSError, ValueError, RuntimeError, EOFError, struct.error, SafetensorError, pickle.UnpicklingError) as e:
+        raise UserError(f"cannot load model {name!r}: {_load_cause(path, e)}") from e
     try:  # a local directory without tokenizer files has none (transformers would build an empty one from config)
         tokenizer = AutoTokenizer.from_pretrained(path) if has_tokenizer(path) else None
     except (OSError, ValueError, TypeError):
@@ -115,6 +124,85 @@ def load_model(name: str, dtype: str | torch.dtype | None = None, device: str | 
     model.eval()
     adapter_for(model)
     return model.to(resolve_device(device)), tokenizer
+
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def check_model_dir(path: str, trust_remote_code: bool = False) -> None:
+    """Refuse, in one line, a local model directory that is empty, lacks a usable config.json or weights, has
+    corrupt weights, or would run its own modeling code without `trust_remote_code`."""
+    local = Path(path)
+    if not any(local.iterdir()):
+        raise UserError(f"model directory {path!r} is empty")
+    config_file = local / "config.json"
+    if not config_file.is_file():
+        raise UserError(f"model directory {path!r} has no config.json")
+    try:
+        config = json.loads(config_file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{config_file} is not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{config_file} is not valid JSON (line {e.lineno}: {e.msg})") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{config_file} must hold a JSON object, not {type(config).__name__}")
+    if "model_type" not in config:
+        raise UserError(f"{config_file} has no 'model_type'; supported: {', '.join(ADAPTERS)}")
+    if config["model_type"] not in ADAPTERS:
+        raise UserError(f"{config_file}: unsupported architecture {config['model_type']!r}; "
+                        f"supported: {', '.join(ADAPTERS)}")
+    code = sorted({f"{ref.split('.')[0]}.py" for ref in (config.get("auto_map") or {}).values()
+                   if isinstance(ref, str)})
+    if code and not trust_remote_code:
+        raise UserError(f"model directory {path!r} ships its own modeling code ({', '.join(code)}), which would run "
+                        "on load; pass --trust-remote-code (or trust_remote_code=True) to allow it")
+    weights = [local / f for f in WEIGHT_FILES if (local / f).is_file()]
+    if not weights:
+        raise UserError(f"model directory {path!r} holds no weights ({' or '.join(WEIGHT_FILES[::2])})")
+    if weights[0].name == "model.safetensors":
+        try:  # opening validates the header and that the data covers the file exactly (truncation)
+            with safe_open(str(weights[0]), framework="pt"):
+                pass
+        except (SafetensorError, OSError, ValueError) as e:
+            raise UserError(f"{weights[0]} is corrupt: {first_line(e)}") from None
+
+
+def _load_cause(path: str, e: BaseException) -> str:
+    """One plain line for a from_pretrained failure; torch's weights_only advice is replaced by the plain cause."""
+    text = first_line(e)
+    local = Path(path)
+    if (local / "pytorch_model.bin").is_file() and ("weights_only" in str(e) or isinstance(e, pickle.UnpicklingError)):
+        return (f"{local / 'pytorch_model.bin'} cannot be loaded safely: it holds pickled objects other than "
+                "tensors; save the model with safetensors")
+    if (local / "pytorch_model.bin").is_file() and os.path.isdir(path):
+        return f"{local / 'pytorch_model.bin'} is not a readable checkpoint: {text}"
+    return text
+
+
+def check_reachable(name: str) -> None:
+    """A local or embedded model must exist; a hub id must be in the local cache or the hub must answer."""
+    path = resolve_model_path(name)
+    if os.path.isdir(path):
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(path, "config.json"), str):
+        return
+    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+    if offline or not _reachable(constants.ENDPOINT):
+        raise UserError(f"model {name!r} is not in the local Hugging Face cache and the hub ({constants.ENDPOINT}) "
+                        f"{'is off (HF_HUB_OFFLINE)' if offline else 'cannot be reached'}; "
+                        "run where the hub is reachable or fill the cache (HF_HOME) first")
+
+
+def _reachable(url: str, timeout: float = 5.0) -> bool:
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def check_token_ids(model, ids: torch.Tensor, what: str) -> None:
@@ -132,21 +220,6 @@ def has_tokenizer(path: str) -> bool:
     """Whether `path` may hold a tokenizer: any hub id, or a local directory with a tokenizer file."""
     local = Path(path)
     return not local.is_dir() or any((local / f).is_file() for f in TOKENIZER_FILES)
-
-
-def ships_own_code(path: str) -> bool:
-    """True for a local directory whose config maps to modeling code inside it (e.g. a physically shrunk Týr model):
-    that code was written by this suite, so it is trusted; hub repositories' code never is."""
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        return False
-    modules = [ref.split(".")[0] for ref in json.loads(config.read_text()).get("auto_map", {}).values()]
-    return bool(modules) and all((Path(path) / f"{m}.py").is_file() for m in modules)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _has(model: nn.Module, path: str) -> bool:

@@ -2,14 +2,15 @@
 
 A pruner is a pure function ``prune(weight, stats, sparsity, options) -> weight`` of one Linear's weight
 ([out, in]), the statistics it asked for (`LayerStats`), the target `Sparsity` and its typed options
-(an instance of its ``options`` dataclass). A whole-model pruner (structural pruning) gives
-``prune_model(model, calibration, sparsity, options, *, device, batch_size, quiet) -> dict`` instead. An evaluator is
-``evaluate(model, tokenizer, options) -> EvalResult``.
+(an instance of its ``options`` dataclass, whose fields may declare bounds with `option`). A whole-model pruner
+(structural pruning) gives ``prune_model(model, calibration, sparsity, options, *, device, batch_size, quiet) ->
+dict`` instead. An evaluator is ``evaluate(model, tokenizer, options) -> EvalResult``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import operator
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -22,6 +23,16 @@ API_VERSION = 1
 """Bumped when a plugin written against the previous version would break; the registry refuses a mismatch."""
 
 PATTERNS = ("unstructured", "nm")
+BOUNDS = {"ge": (">=", operator.ge), "gt": (">", operator.gt), "le": ("<=", operator.le), "lt": ("<", operator.lt)}
+"""The bounds an option may declare, with how they read in an error and how they are tested."""
+
+
+def option(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+           lt: float | None = None) -> Any:
+    """A field of an options dataclass with declared bounds, checked by `parse_options` (None always passes):
+    ``blocksize: int = option(128, ge=1)``."""
+    bounds = {k: v for k, v in {"ge": ge, "gt": gt, "le": le, "lt": lt}.items() if v is not None}
+    return field(default=default, metadata={"bounds": bounds})
 
 
 @dataclass(frozen=True)
@@ -35,11 +46,18 @@ class Pruner:
     options: type | None = None
     patterns: tuple[str, ...] = PATTERNS
     prune_model: Callable[..., dict] | None = None
+    wraps: Callable[[Any], tuple[str, dict[str, str]]] | None = None
+    """A refinement around another per-layer pruner (SDS): from its options, the base's name and raw options. The
+    caller (`api.resolve_base`) looks the base up and hands it to `prune` and `needs` as ``base=(Pruner, options)``."""
     api_version: int = API_VERSION
 
     def required_stats(self, options: Any) -> set[str]:
         """The statistics the engine must gather for this pruner with these options."""
         return set(self.needs(options) if callable(self.needs) else self.needs)
+
+    def needs_calibration(self, options: Any) -> bool:
+        """Whether this pruner reads calibration data: every whole-model pruner, and any that asks for statistics."""
+        return self.prune_model is not None or bool(self.required_stats(options))
 
 
 @dataclass
@@ -79,7 +97,18 @@ def parse_options(plugin: Pruner | Evaluator, values: Mapping[str, Any] | None) 
             converted[key] = _coerce(value, hints[key])
         except (TypeError, ValueError) as e:
             raise UserError(f"{plugin.name!r}: bad value for option {key!r}: {e}") from None
-    return plugin.options(**converted)
+    options = plugin.options(**converted)
+    for f in fields.values():
+        _check_bounds(plugin.name, f, getattr(options, f.name))
+    return options
+
+
+def _check_bounds(plugin: str, f: dataclasses.Field, value: Any) -> None:
+    """Raise naming plugin, option and bound when `value` breaks a bound the field declares (NaN breaks all)."""
+    for kind, bound in f.metadata.get("bounds", {}).items():
+        sign, holds = BOUNDS[kind]
+        if value is not None and not holds(value, bound):
+            raise UserError(f"{plugin!r}: option {f.name!r} must be {sign} {bound:g}; got {value!r}")
 
 
 def options_dict(options: Any) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""What every result records besides its numbers: library versions, device, git commit, and atomic JSON writes."""
+"""What every result records besides its numbers: library versions, device, git commit; atomic writes of files and
+directories."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -59,3 +61,27 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """Write JSON atomically (see write_atomic)."""
     write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, default=str) + "\n"))
+
+
+def write_dir_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Let `write` fill a temporary directory beside `path`, then rename it into place, replacing what was there only
+    once the new one is complete: no partial directory, and no stale file of an old one, can exist at `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    old = path.parent / f"{tmp.name.removesuffix('.tmp')}.old"
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o755)  # a shared directory, not mkdtemp's private 0700
+        if path.exists():
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if old.exists():
+                os.replace(old, path)
+            raise
+    finally:
+        for leftover in (tmp, old):
+            shutil.rmtree(leftover, ignore_errors=True)
+

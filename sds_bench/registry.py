@@ -1,15 +1,20 @@
 """The plugin manager: built-in plugins and entry points of the group ``sds_bench``, looked up by name.
 
 ``SDS_BENCH_PLUGINS`` controls which entry points load: unset loads all, ``none`` (or empty) loads none,
-and a comma-separated list loads only those entry-point or distribution names.
+and a comma-separated list loads only those entry-point or distribution names (a name matching none is an error).
+A plugin that fails to import, to validate or to register is skipped with one warning naming it and its
+distribution; the built-ins and the other plugins load, and `Registry.broken` keeps why.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import pluggy
 
@@ -27,19 +32,23 @@ BUILTINS = (
     "sds_bench.eval.zeroshot",
 )
 ENV = "SDS_BENCH_PLUGINS"
+log = logging.getLogger(__name__)
 
 
 class PluginError(UserError):
-    """A plugin that fails to load, registers a duplicate name, or targets another API version."""
+    """A plugin that fails to load or to register (duplicate name, another API version), or an SDS_BENCH_PLUGINS
+    entry that names no installed plugin."""
 
 
 @dataclass
 class Registry:
-    """Every pruner and evaluator by name, and where each came from ('builtin' or 'dist version')."""
+    """Every pruner and evaluator by name, where each came from ('builtin' or 'plugin (dist version)'), and the
+    plugins skipped as broken, by 'plugin (dist version)', with why."""
 
     pruners: dict[str, Pruner]
     evaluators: dict[str, Evaluator]
     origins: dict[str, str]
+    broken: dict[str, str] = field(default_factory=dict)
 
     def pruner(self, name: str) -> Pruner:
         if name not in self.pruners:
@@ -52,61 +61,103 @@ class Registry:
         return self.evaluators[name]
 
 
-def plugin_manager() -> tuple[pluggy.PluginManager, dict[str, str]]:
-    """A PluginManager with the built-ins and the allowed entry points registered, and each plugin's origin."""
+def plugin_manager() -> tuple[pluggy.PluginManager, dict[str, str], dict[str, str]]:
+    """A PluginManager with the built-ins and the allowed entry points that load and validate, each plugin's
+    origin, and the plugins skipped as broken."""
     pm = pluggy.PluginManager("sds_bench")
     pm.add_hookspecs(hookspecs)
-    origin = {}
+    origin, broken = {}, {}
     for name in BUILTINS:
         pm.register(importlib.import_module(name), name=name)
         origin[name] = "builtin"
-    allowed = os.environ.get(ENV)
-    wanted = None if allowed is None else {a.strip() for a in allowed.split(",") if a.strip()} - {"none"}
-    for ep in importlib.metadata.entry_points(group="sds_bench"):
-        dist = ep.dist.name if ep.dist else "?"
-        if wanted is not None and ep.name not in wanted and dist not in wanted:
-            continue
+    for ep in selected_entry_points():
+        origin[ep.name] = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "?"
         try:
             module = ep.load()
         except Exception as e:
-            raise PluginError(f"plugin {ep.name!r} from distribution {dist!r} failed to import: {type(e).__name__}: {e}") from e
+            broken[_label(ep.name, origin)] = skipped(_label(ep.name, origin), f"failed to import: {_one_line(e)}")
+            continue
         if pm.is_registered(module):
             continue
-        pm.register(module, name=ep.name)
-        origin[ep.name] = f"{dist} {ep.dist.version if ep.dist else ''}".strip()
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as e:
-        name = pm.get_name(e.plugin)
-        raise PluginError(f"plugin {name!r} ({origin.get(name)}): {e}") from e
-    return pm, origin
+        try:
+            pm.register(module, name=ep.name)
+            pm.check_pending()
+        except pluggy.PluginValidationError as e:
+            pm.unregister(module)
+            broken[_label(ep.name, origin)] = skipped(_label(ep.name, origin), _one_line(e))
+    return pm, origin, broken
 
 
-def collect(pm: pluggy.PluginManager, origin: dict[str, str]) -> Registry:
-    """Call every plugin's register hooks with a callback that remembers which plugin registered what."""
-    reg = Registry({}, {}, {})
-    for hook, table, kind in (
-        (pm.hook.register_pruners, reg.pruners, Pruner),
-        (pm.hook.register_evaluators, reg.evaluators, Evaluator),
-    ):
+def selected_entry_points() -> list[importlib.metadata.EntryPoint]:
+    """The installed ``sds_bench`` entry points that SDS_BENCH_PLUGINS allows; a name it gives that matches no
+    entry point or distribution is an error listing the installed ones."""
+    installed = list(importlib.metadata.entry_points(group="sds_bench"))
+    allowed = os.environ.get(ENV)
+    if allowed is None:
+        return installed
+    wanted = {a.strip() for a in allowed.split(",") if a.strip()} - {"none"}
+    names = {ep.name: {ep.name, ep.dist.name if ep.dist else ep.name} for ep in installed}
+    if unknown := wanted - set().union(*names.values()):
+        listing = ", ".join(f"{ep.name} ({ep.dist.name if ep.dist else '?'})" for ep in installed) or "none"
+        raise PluginError(f"{ENV} names {', '.join(sorted(unknown))}, which matches no installed plugin; "
+                          f"installed: {listing}")
+    return [ep for ep in installed if names[ep.name] & wanted]
+
+
+def collect(pm: pluggy.PluginManager, origin: dict[str, str], broken: dict[str, str] | None = None) -> Registry:
+    """Call each plugin's register hooks; a plugin whose hook raises or registers something refused is skipped
+    whole (a built-in's failure is a bug, and raises)."""
+    reg = Registry({}, {}, {}, dict(broken or {}))
+    hooks: dict[str, list] = {}
+    for hook, kind in ((pm.hook.register_pruners, Pruner), (pm.hook.register_evaluators, Evaluator)):
         for impl in hook.get_hookimpls():
-            source = origin.get(impl.plugin_name, impl.plugin_name)
-            source = source if source == "builtin" else f"{impl.plugin_name} ({source})"
-
-            def register(item, _source=source, _table=table, _kind=kind):
-                key = f"{_kind.__name__}:{getattr(item, 'name', None)}"
-                if not isinstance(item, _kind):
-                    raise PluginError(f"{_source} registered {item!r}, not a {_kind.__name__}")
-                if item.api_version != API_VERSION:
-                    raise PluginError(f"{_source} targets sds-bench plugin API {item.api_version}, this is API {API_VERSION}")
-                if item.name in _table:
-                    raise PluginError(f"{_kind.__name__.lower()} name {item.name!r} registered twice: "
-                                      f"by {reg.origins[key]} and by {_source}")
-                _table[item.name] = item
-                reg.origins[key] = _source
-
-            impl.function(register=register)
+            hooks.setdefault(impl.plugin_name, []).append((impl, kind))
+    for plugin, impls in hooks.items():
+        source = _label(plugin, origin)
+        staged: dict[str, Any] = {}
+        try:
+            for impl, kind in impls:
+                impl.function(register=functools.partial(_stage, reg, staged, kind, source))
+        except Exception as e:
+            if source == "builtin":
+                raise
+            reg.broken[source] = skipped(source, _one_line(e))
+            continue
+        for key, item in staged.items():
+            (reg.pruners if isinstance(item, Pruner) else reg.evaluators)[item.name] = item
+            reg.origins[key] = source
     return reg
+
+
+def _stage(reg: Registry, staged: dict[str, Any], kind: type, source: str, item: Any) -> None:
+    """The `register` callback a plugin's hook calls: check the item, and keep it until the whole hook succeeds."""
+    if not isinstance(item, kind):
+        raise PluginError(f"registered {item!r}, not a {kind.__name__}")
+    if item.api_version != API_VERSION:
+        raise PluginError(f"targets sds-bench plugin API {item.api_version}, this is API {API_VERSION}")
+    key = f"{kind.__name__}:{item.name}"
+    if key in reg.origins or key in staged:
+        raise PluginError(f"{kind.__name__.lower()} name {item.name!r} registered twice: "
+                          f"by {reg.origins.get(key, source)} and by {source}")
+    staged[key] = item
+
+
+def skipped(source: str, why: str) -> str:
+    """Warn, in one line, that a broken plugin is skipped and how to choose plugins; return why."""
+    log.warning(f"sds-bench: warning: plugin {source} is broken and skipped: {why} "
+                f"(choose the plugins that load with {ENV}=NAME,... or {ENV}=none)")
+    return why
+
+
+def _label(plugin: str, origin: dict[str, str]) -> str:
+    source = origin.get(plugin, plugin)
+    return source if source == "builtin" else f"{plugin} ({source})"
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's first line, after its type unless it is ours."""
+    text = (str(error).strip().splitlines() or [""])[0]
+    return text if isinstance(error, PluginError) else f"{type(error).__name__}: {text}".rstrip(": ")
 
 
 _REGISTRY: Registry | None = None

@@ -18,7 +18,8 @@ class SparsityError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class Sparsity:
-    """Fraction of weights to prune, either unstructured or as N pruned in every M consecutive inputs."""
+    """Fraction of weights to prune, either unstructured or as N pruned in every M consecutive inputs (SparseGPT's and
+    Wanda's N:M; NVIDIA's "2:4" counts the non-zeros kept, which agrees only for N = M/2)."""
 
     ratio: float
     n: int = 0

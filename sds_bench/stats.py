@@ -12,12 +12,22 @@ from dataclasses import dataclass, field
 import torch
 
 GRAM = "gram"
-"""H = (2/N) * sum over tokens of x x^T (in_features x in_features, fp32), N counting sequences (SparseGPT)."""
+"""H = (2/N) * sum over tokens of x x^T (in_features x in_features, fp32), N counting sequences (SparseGPT).
+Hence for any W' the output error ||W' X||^2 = (N/2) tr(W' H W'^T), with gradient N W' H: losses on X need only H."""
 COL_SQ = "col_sq"
 """s = (1/N) * sum over tokens of x_j^2 per input column (fp32), N counting sequences (Wanda's ||X_j||^2 / N)."""
 DENSE_GRAM = "dense_gram"
 """GRAM of the inputs the same layer sees in the dense model (the engine runs a dense stream beside the pruned one)."""
 KNOWN = (GRAM, COL_SQ, DENSE_GRAM)
+
+
+def damp_in_place(H: torch.Tensor, W: torch.Tensor, damp: float) -> None:
+    """H + damp * mean(diag H) * I, dead inputs (zero diagonal) first given diagonal 1 and a zero weight column in W
+    (SparseGPT's conditioning, shared by Týr's local pruning)."""
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    H.diagonal().add_(damp * torch.mean(torch.diag(H)))
 
 
 @dataclass

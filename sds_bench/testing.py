@@ -8,6 +8,8 @@ Tiny randomly initialised OPT and Llama models are built in-process (no download
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,6 +18,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalL
 import sds_bench
 from sds_bench.models import adapter_for, prunable_linears
 from sds_bench.registry import registry
+from sds_bench.runner import Store, run_suite, suite_from_dict
 from sds_bench.sparsity import Sparsity, satisfies
 
 VOCAB = 320
@@ -59,7 +62,7 @@ def check_pruner(name: str, patterns: tuple[str, ...] = ("0.5", "2:4", "4:8"), o
         for pattern in patterns:
             if Sparsity.parse(pattern).kind in supported:
                 _check_once(build, name, pattern, options)
-    if wrap_in_sds and name != "sds" and not name.startswith("sds-"):
+    if wrap_in_sds and registry().pruner(name).prune is not None and registry().pruner(name).wraps is None:
         _check_once(tiny_opt, "sds", "2:4", {"base": name, "iterations": "5"})
     if sweep:
         check_in_sweep(name, options)
@@ -68,11 +71,6 @@ def check_pruner(name: str, patterns: tuple[str, ...] = ("0.5", "2:4", "4:8"), o
 def check_in_sweep(name: str, options: dict[str, Any] | None = None) -> None:
     """Run a two-cell suite (dense and `name` at 2:4, or 50% if it has no N:M) on the embedded model and check both
     rows succeeded."""
-    import tempfile
-    from pathlib import Path
-
-    from sds_bench.runner import Store, run_suite, suite_from_dict
-
     pattern = "2:4" if "nm" in registry().pruner(name).patterns else "50%"
     suite = {"name": "contract", "models": ["embedded:opt-tiny"], "sparsities": [pattern],
              "methods": [{"name": name, "pruner": name, "options": options or {}}],

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM, PreTrainedTokenizerFast
 
 from sds_bench import testing
+from sds_bench.embedded.build import train_bpe
 from sds_bench.testing import VOCAB
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -30,15 +31,7 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
     """A byte-level BPE of VOCAB tokens trained on Python's own documentation text."""
     import pydoc_data.topics
 
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(list(pydoc_data.topics.topics.values())[:50], trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="</s>", eos_token="</s>")
+    return train_bpe(list(pydoc_data.topics.topics.values())[:50], VOCAB, ["</s>"], bos_token="</s>", eos_token="</s>")
 
 
 @pytest.fixture
@@ -54,6 +47,27 @@ def tiny_llama():
 @pytest.fixture(params=["opt", "llama"])
 def tiny_model(request):
     return testing.tiny_opt() if request.param == "opt" else testing.tiny_llama()
+
+
+def wide_model(arch: str, dtype: torch.dtype = torch.float32, seed: int = 0):
+    """A 2-block OPT or Llama (hidden 64) whose FFN input is 256 wide, so SparseGPT crosses a 128-column block."""
+    torch.manual_seed(seed)
+    if arch == "opt":
+        config = OPTConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, ffn_dim=256, num_attention_heads=4,
+                           max_position_embeddings=64, word_embed_proj_dim=64, attn_implementation="eager")
+        model = OPTForCausalLM(config)
+    else:
+        config = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                             attn_implementation="eager")
+        model = LlamaForCausalLM(config)
+    return model.to(dtype).eval()
+
+
+@pytest.fixture(params=["opt", "llama"])
+def build_wide(request):
+    """Builds a fresh `wide_model` of one architecture (each test gets both), in the dtype asked for."""
+    return lambda dtype=torch.float32: wide_model(request.param, dtype)
 
 
 @pytest.fixture

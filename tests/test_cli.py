@@ -58,9 +58,10 @@ def test_eval_errors_on_text_without_a_tokenizer_or_too_short(opt_dir, text_file
     tiny_opt().save_pretrained(bare)
     assert main(["eval", str(bare), "--ppl", "file", "--data-file", str(text_file), "--seqlen", "32", "--quiet"]) == 2
     assert "needs the model's tokenizer, and none was found" in capsys.readouterr().err
-    assert main(["eval", str(opt_dir), "--ppl", "file", "--data-file", str(text_file), "--seqlen", "100000",
-                 "--quiet"]) == 2
-    assert "are fewer than one window of 100000" in capsys.readouterr().err
+    short = tmp_path / "short.txt"
+    short.write_text("a few words")
+    assert main(["eval", str(opt_dir), "--ppl", "file", "--data-file", str(short), "--seqlen", "32", "--quiet"]) == 2
+    assert "are fewer than one window of 32" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("change, message", [
@@ -75,7 +76,8 @@ def test_eval_errors_on_text_without_a_tokenizer_or_too_short(opt_dir, text_file
     ({"-o": "blocksize"}, "bad option 'blocksize': use KEY=VALUE"),
     ({"-o": "blocksize=2"}, "'wanda' has no option 'blocksize'"),
     ({"model": "/no/such/dir"}, "model directory '/no/such/dir' does not exist"),
-    ({"model": "no-such-org/no-such-model"}, "cannot load model 'no-such-org/no-such-model'"),
+    pytest.param({"model": "no-such-org/no-such-model"}, "model 'no-such-org/no-such-model' is not in the local Hugging Face cache",
+                 marks=pytest.mark.slow),  # the hub client's offline retries take tens of seconds
 ])
 def test_bad_input_gives_one_line_and_nonzero_exit(opt_dir, token_file, tmp_path, capsys, change, message):
     if "--device" in change and torch.cuda.is_available():
@@ -92,6 +94,7 @@ def test_bad_input_gives_one_line_and_nonzero_exit(opt_dir, token_file, tmp_path
     assert err.startswith("sds-bench: error: ") and message in err and "\n" not in err, err
 
 
+@pytest.mark.slow
 def test_console_script_exit_code_and_debug(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "sds_bench.cli", "prune", str(tmp_path / "none"), "--method", "magnitude",
                            "--sparsity", "2:4", "--output", str(tmp_path / "o")], capture_output=True, text=True)

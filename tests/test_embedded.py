@@ -107,9 +107,9 @@ def test_splits_hold_enough_tokens(opt_tiny, test_ids):
 
 def test_dense_perplexity_far_below_unigram(opt_tiny, train_ids, test_ids):
     model, tokenizer = opt_tiny
-    assert len(train_ids) > 128 * build.CONTEXT
-    dense = build.model_perplexity(model, test_ids, build.CONTEXT)
-    unigram = build.unigram_perplexity(train_ids, test_ids, len(tokenizer), build.CONTEXT)
+    assert len(train_ids) > 128 * embedded.CONTEXT
+    dense = build.model_perplexity(model, test_ids, embedded.CONTEXT)
+    unigram = build.unigram_perplexity(train_ids, test_ids, len(tokenizer), embedded.CONTEXT)
     assert dense < unigram / 5
     assert dense == pytest.approx(embedded.build_info("opt-tiny")["ppl"]["test"], rel=0.05)
 
@@ -119,7 +119,7 @@ def test_embedded_model_and_dataset_work_through_the_suite(opt_tiny):
     calib = calibration("embedded", tokenizer, nsamples=4, seqlen=64, seed=0)
     assert calib.tokens.shape == (4, 64) and calib.tokens.max() < len(tokenizer)
     result = api.evaluate(model, tokenizer, "perplexity", {"dataset": "embedded", "max_windows": 4, "quiet": True})
-    assert result.protocol["windows"] == 4 and result.protocol["seqlen"] == build.CONTEXT
+    assert result.protocol["windows"] == 4 and result.protocol["seqlen"] == embedded.CONTEXT
     assert 1 < result.metrics["ppl_embedded"] < 1000
 
 
@@ -133,7 +133,7 @@ def test_training_lowers_the_loss():
     tokenizer = AutoTokenizer.from_pretrained(embedded.model_dir("opt-tiny"))
     ids = build.token_stream(tokenizer, embedded.corpus_text("validation"))
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(build.ARCHITECTURES["opt-tiny"](len(tokenizer)))
+    model = AutoModelForCausalLM.from_config(embedded.ARCHITECTURES["opt-tiny"](len(tokenizer)))
     recipe = build.Recipe(steps=10, batch_size=2, seqlen=64, lr=1e-2, warmup=2)
     losses = build.train_language_model(model, ids, recipe, quiet=True)
     assert len(losses) == 10 and sum(losses[-3:]) / 3 < losses[0] - 0.5
@@ -151,13 +151,13 @@ def test_trained_tokenizer_round_trips(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(build.ARCHITECTURES))
+@pytest.mark.parametrize("name", list(embedded.ARCHITECTURES))
 def test_build_writes_a_loadable_model(name, tmp_path):
     info = build.build(name, tmp_path, build.Recipe(steps=3, batch_size=2, seqlen=64, warmup=1), quiet=True)
     assert info["corpus_sha256"] == embedded.corpus_sha256() and info["recipe"]["steps"] == 3
     assert json.loads((tmp_path / "build_info.json").read_text())["name"] == name
     model, tokenizer = load_model(str(tmp_path))
-    assert model.config.max_position_embeddings == build.CONTEXT and len(tokenizer) == build.VOCAB_SIZE
+    assert model.config.max_position_embeddings == embedded.CONTEXT and len(tokenizer) == build.VOCAB_SIZE
 
 
 @pytest.mark.slow
@@ -178,7 +178,7 @@ def test_calibrated_pruning_beats_magnitude_at_2_4(test_ids):
     for method in ("magnitude", "sparsegpt"):
         model, tokenizer = load_model("embedded:opt-tiny")
         api.prune(model, tokenizer, method, "2:4", "embedded", nsamples=32, quiet=True)
-        ppl[method] = build.model_perplexity(model, test_ids, build.CONTEXT)
+        ppl[method] = build.model_perplexity(model, test_ids, embedded.CONTEXT)
     assert ppl["sparsegpt"] < 0.9 * ppl["magnitude"]
 
 

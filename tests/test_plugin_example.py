@@ -1,11 +1,16 @@
 """The example plugin in plugins/ and the guide's minimal example, installed for real and used like built-ins."""
 
 import re
+import sys
+import types
 from pathlib import Path
 
 import pytest
+import torch
 
+from sds_bench import LayerStats, Pruner, Sparsity
 from sds_bench.cli import main
+from sds_bench.pruners.wanda import WandaOptions, wanda
 from sds_bench.testing import check_pruner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,12 +23,10 @@ def test_ria_plugin_installs_lists_prunes_and_keeps_the_contract(pip_install, op
     line = next(row for row in capsys.readouterr().out.splitlines() if " ria " in row)
     assert "sds-bench-ria 0.1.0" in line
     calib = tmp_path / "calib.pt"
-    import torch
-
     torch.save(torch.randint(0, 320, (4, 32), generator=torch.Generator().manual_seed(0)), calib)
     for extra in ([], ["--method", "sds", "--base", "ria", "-o", "iterations=5"]):
         argv = ["prune", str(opt_dir), "--method", "ria", "--sparsity", "2:4", "--calibration", str(calib),
-                "--output", str(tmp_path / "out"), "--quiet", *extra]
+                "--output", str(tmp_path / "out"), "--overwrite", "--quiet", *extra]
         assert main(argv) == 0, capsys.readouterr().err
     check_pruner("ria")
 
@@ -35,9 +38,31 @@ def guide_blocks() -> tuple[str, str]:
     return toml, module
 
 
-def test_guide_example_is_short():
-    toml, module = guide_blocks()
-    assert len(toml.splitlines()) + len(module.splitlines()) < 40
+def guide_pruner(monkeypatch) -> Pruner:
+    """The pruner the guide's module registers, run from the guide's text as a module of its own."""
+    _, code = guide_blocks()
+    module = types.ModuleType("sds_bench_halfmag")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    exec(compile(code, "docs/plugins.md", "exec"), module.__dict__)
+    registered = []
+    module.register_pruners(registered.append)
+    (pruner,) = registered
+    return pruner
+
+
+@pytest.mark.parametrize("spec", ["0.5", "2:4"])
+def test_guide_example_is_wanda_at_power_one_and_row_magnitude_at_zero(monkeypatch, spec):
+    """What the guide says of its example: p = 1 is Wanda; p = 0 ignores the activations."""
+    pruner = guide_pruner(monkeypatch)
+    g = torch.Generator().manual_seed(0)
+    weight, col_sq = torch.randn(8, 16, generator=g), torch.rand(16, generator=g) * 10
+    sparsity = Sparsity.parse(spec)
+    wanda_out = wanda(weight, LayerStats("l", col_sq=col_sq), sparsity, WandaOptions())
+    assert torch.equal(pruner.prune(weight, LayerStats("l", col_sq=col_sq), sparsity, pruner.options()), wanda_out)
+    flat = LayerStats("l", col_sq=torch.ones(16))
+    at_zero = pruner.prune(weight, LayerStats("l", col_sq=col_sq), sparsity, pruner.options(power=0.0))
+    assert torch.equal(at_zero, wanda(weight, flat, sparsity, WandaOptions()))
+    assert not torch.equal(at_zero, wanda_out)
 
 
 @pytest.mark.slow

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import sds_bench
-from sds_bench.engine import capture_block_inputs, prune_model, run_block
+from sds_bench.engine import apply_pruner
 from sds_bench.models import adapter_for, prunable_linears
+from sds_bench.passes import capture_block_inputs, run_block
 from sds_bench.registry import registry
 from sds_bench.sparsity import Sparsity, satisfies
 from sds_bench.testing import tiny_opt
@@ -58,7 +59,7 @@ def test_every_block_visited_in_order():
         seen.append(stats.name)
         return pruner.prune(weight, stats, sparsity, options)
 
-    prune_model(tiny_opt(), replace(pruner, prune=spy), "2:4", None, pruner.options(), quiet=True)
+    apply_pruner(tiny_opt(), replace(pruner, prune=spy), "2:4", None, pruner.options(), quiet=True)
     blocks = [n.split(".")[3] for n in seen]
     assert blocks == sorted(blocks) and set(blocks) == {"0", "1"} and len(seen) == 12
 
@@ -96,6 +97,7 @@ def reconstruction_error(method: str, model, tokens: torch.Tensor, pattern: str 
     return total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pattern", ["0.5", "2:4", "4:8"])
 @pytest.mark.parametrize("name", ["embedded:opt-tiny", "embedded:llama-tiny"])
 def test_reconstruction_error_ordering(name, pattern):
@@ -126,6 +128,8 @@ def test_sparsegpt_dead_input_column_is_zeroed():
     x = torch.randn(64, 16)
     x[:, 3] = 0
     w = torch.randn(8, 16)
-    out = sparsegpt(w, LayerStats("l", gram=2 * x.T @ x), Sparsity.parse("2:4"), SparseGPTOptions())
+    w_before, gram = w.clone(), 2 * x.T @ x
+    gram_before = gram.clone()
+    out = sparsegpt(w, LayerStats("l", gram=gram), Sparsity.parse("2:4"), SparseGPTOptions())
     assert torch.all(out[:, 3] == 0) and satisfies(out, Sparsity.parse("2:4"))
-    assert torch.equal(w, w.clone()) and w[:, 3].abs().sum() > 0  # input not modified
+    assert torch.equal(w, w_before) and torch.equal(gram, gram_before)  # neither input is modified

@@ -2,6 +2,7 @@
 
 Magnitude and Wanda must match bit for bit; SparseGPT with identical masks and 1e-5 on the surviving weights
 (the fixture README: the unmodified reference itself moves by ~1.1e-6 on CPUs without AVX-512, and with the thread count).
+A second check beside tests/test_parity.py (which runs in every clone); every test here skips without ../shared.
 """
 
 import pytest
@@ -14,6 +15,7 @@ CASES = [(m, p) for m in ("magnitude", "wanda", "sparsegpt") for p in ("unstruct
 SPEC = {"unstructured50": "0.5", "2of4": "2:4", "4of8": "4:8"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, pattern", CASES)
 def test_matches_reference_implementation(fixture_dir, method, pattern):
     torch.set_num_threads(2)

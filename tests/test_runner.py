@@ -237,28 +237,32 @@ def test_fail_fast_stops_at_the_first_failure(make_suite, results, monkeypatch):
     assert [r["status"] for r in rows_of(results)] == [OK, FAILED]
 
 
-def test_unknown_evaluator_and_method_fail_their_cells_clearly(make_suite, results):
-    suite = load_suite(str(make_suite(methods=("wanda", "nonesuch"), sparsities=("2:4",),
-                                      more_evaluators=['{name = "zs", evaluator = "nope"}'])))
-    summary = run_suite(suite, results, quiet=True)
-    errors = {(r["cell"]["method"], r["cell"]["evaluator"]): r["error"] for r in rows_of(results)
-              if r["status"] == FAILED}
-    assert (summary.ok, summary.failed) == (2, 4)
-    assert set(errors) == {("dense", "zs"), ("wanda", "zs"), ("nonesuch", "perplexity"), ("nonesuch", "zs")}
-    assert "unknown evaluator 'nope'" in errors[("wanda", "zs")]
-    assert "unknown method 'nonesuch'" in errors[("nonesuch", "perplexity")]
+def test_unknown_evaluator_and_method_fail_the_suite_before_any_cell(make_suite):
+    for methods, evaluators, message in [(("wanda", "nonesuch"), (), r"methods entry 'nonesuch': unknown method"),
+                                         (("wanda",), ('{name = "zs", evaluator = "nope"}',),
+                                          r"evaluators entry 'zs': unknown evaluator 'nope'")]:
+        path = make_suite(methods=methods, sparsities=("2:4",), more_evaluators=evaluators)
+        with pytest.raises(UserError, match=rf"^{path}: {message}"):
+            load_suite(str(path))
 
 
-def test_store_ignores_a_truncated_last_line_and_appends_after_it(tmp_path):
+def test_store_sets_a_torn_last_line_aside_once_and_its_cell_runs_again(tmp_path, caplog):
     store = Store(tmp_path)
     store.append({"key": "a", "status": OK})
     with open(store.path, "ab") as f:
         f.write(b'{"key": "b", "sta')  # a writer killed in the middle of its line
-    assert [r["key"] for r in store.rows()] == ["a"]
-    store.append({"key": "c", "status": OK})
-    with pytest.warns(UserWarning, match="not a complete JSON row"):
-        assert [r["key"] for r in store.rows()] == ["a", "c"]
-        assert store.completed() == {"a", "c"}
+    assert [r["key"] for r in store.rows()] == ["a"]  # a reader skips it, silently
+    assert not caplog.records
+    with caplog.at_level("WARNING"), store.lock():
+        store.append({"key": "c", "status": OK})
+    [warning] = caplog.records
+    assert "rows.torn.jsonl" in warning.getMessage() and "\n" not in warning.getMessage()
+    assert store.torn.read_bytes() == b'{"key": "b", "sta\n'
+    assert store.path.read_bytes().count(b"\n") == 2 and store.completed() == {"a", "c"}
+    caplog.clear()
+    with caplog.at_level("WARNING"), store.lock():  # the next writer finds nothing to set aside
+        pass
+    assert not caplog.records and [r["key"] for r in store.rows()] == ["a", "c"]
 
 
 def test_fresh_rerun_archives_the_rows_and_gives_identical_metrics(make_suite, results):
@@ -401,6 +405,7 @@ def test_killed_sweep_loses_only_the_cell_in_flight(make_suite, results, monkeyp
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    register_pruner(monkeypatch, "sleepy", magnitude)  # the same definition here, to list the cells
     suite = load_suite(str(suite_file))
     summary = subprocess.run([sys.executable, "-c", SLEEPY, str(suite_file), str(results), "0"], check=True)
     assert summary.returncode == 0

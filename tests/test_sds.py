@@ -10,10 +10,11 @@ import torch
 from transformers import OPTConfig, OPTForCausalLM
 
 import sds_bench
+from sds_bench.api import resolve_base
 from sds_bench.cli import main
 from sds_bench.errors import UserError
 from sds_bench.plugin import parse_options
-from sds_bench.pruners.sds import Objective, SDSOptions, error, largest_eigenvalue, needs, redense, sds
+from sds_bench.pruners.sds import Objective, SDSOptions, error, largest_eigenvalue, needs, redense
 from sds_bench.registry import registry
 from sds_bench.sparsity import Sparsity, satisfies
 from sds_bench.stats import COL_SQ, DENSE_GRAM, GRAM, Accumulator, LayerStats
@@ -39,7 +40,7 @@ def run(weight, stats, pattern="2:4", base="sparsegpt", **options):
     stats = copy.copy(stats)
     stats.record = {}
     opts = parse_options(registry().pruner("sds"), {"base": base, **options})
-    return sds(weight, stats, Sparsity.parse(pattern), opts), stats.record
+    return resolve_base(registry().pruner("sds"), opts).prune(weight, stats, Sparsity.parse(pattern), opts), stats.record
 
 
 def redensed(weight, stats, optimizer="gd", **options):
@@ -146,8 +147,9 @@ def test_redense_data_switch():
     assert not torch.equal(sparse, run(W_d, stats, redense_data="dense", **no_step_3_4)[0])
     same_data = replace(stats, dense_gram=stats.gram)
     assert torch.equal(sparse, run(W_d, same_data, redense_data="dense", **no_step_3_4)[0])
-    assert needs(SDSOptions(), base="wanda") == {COL_SQ, GRAM}
-    assert needs(SDSOptions(redense_data="dense"), base="wanda") == {COL_SQ, GRAM, DENSE_GRAM}
+    wanda = (registry().pruner("wanda"), None)
+    assert needs(SDSOptions(), base=wanda) == {COL_SQ, GRAM}
+    assert needs(SDSOptions(redense_data="dense"), base=wanda) == {COL_SQ, GRAM, DENSE_GRAM}
 
 
 def test_regularisation_switches():

@@ -1,7 +1,7 @@
 """The embedded default: small language models trained by the suite on its own corpus, shipped inside the package.
 
 `embedded:opt-tiny` (and `embedded:llama-tiny`) load like any model and the dataset `embedded` like any dataset, on
-any machine, offline; `sds-bench embedded build` reproduces the shipped files (see `build.py`, corpus in `corpus.py`).
+any machine, offline; `sds-bench embedded build` reproduces the shipped files (see `build.py`, configs in `configs.py`, corpus in `corpus.py`).
 """
 
 from __future__ import annotations
@@ -10,18 +10,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sds_bench.embedded.build import ARCHITECTURES, architecture
+from sds_bench.embedded.configs import ARCHITECTURES, CONTEXT, config_factory
 from sds_bench.embedded.corpus import corpus_sha256, corpus_text
 from sds_bench.errors import UserError
 
 ASSETS = Path(__file__).parent / "assets"
 
-__all__ = ["ARCHITECTURES", "ASSETS", "build_info", "corpus_sha256", "corpus_text", "model_dir"]
+__all__ = ["ARCHITECTURES", "ASSETS", "CONTEXT", "config_factory", "build_info", "corpus_sha256", "corpus_text", "model_dir"]
 
 
 def model_dir(name: str) -> Path:
     """The directory of a shipped embedded model (weights, tokenizer, build_info.json)."""
-    architecture(name)
+    config_factory(name)
     path = ASSETS / name
     if not (path / "config.json").is_file():
         raise UserError(f"embedded model {name!r} is not built in {path}; run `sds-bench embedded build --name {name}`")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from sds_bench.embedded.configs import CONTEXT, config_factory
 from sds_bench.embedded.corpus import SPLITS, corpus_sha256, corpus_text
-from sds_bench.errors import UserError
 from sds_bench.eval.perplexity import window_nlls
 from sds_bench.record import environment, write_json_atomic
 
 VOCAB_SIZE = 4096
-CONTEXT = 256
-"""max_position_embeddings, hence the default calibration and evaluation window of `data.default_seqlen`."""
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")
 """At OPT's ids 0-3; the tokenizer adds none of them to encoded text, so a text is one unbroken token stream."""
 
@@ -42,47 +41,26 @@ class Recipe:
     threads: int = 1
 
 
-def opt_tiny(vocab_size: int):
-    """OPT layout (pre-LayerNorm, ReLU MLP, learned positions, tied embeddings) at 128 wide, 4 deep."""
-    from transformers import OPTConfig
-
-    return OPTConfig(vocab_size=vocab_size, hidden_size=128, word_embed_proj_dim=128, num_hidden_layers=4,
-                     ffn_dim=512, num_attention_heads=4, max_position_embeddings=CONTEXT, dropout=0.0,
-                     attention_dropout=0.0, pad_token_id=1, bos_token_id=0, eos_token_id=2)
-
-
-def llama_tiny(vocab_size: int):
-    """LLaMA layout (RMSNorm, SwiGLU MLP, rotary positions, grouped-query attention) at 128 wide, 4 deep."""
-    from transformers import LlamaConfig
-
-    return LlamaConfig(vocab_size=vocab_size, hidden_size=128, num_hidden_layers=4, intermediate_size=352,
-                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=CONTEXT,
-                       tie_word_embeddings=True, pad_token_id=1, bos_token_id=0, eos_token_id=2)
-
-
-ARCHITECTURES = {"opt-tiny": opt_tiny, "llama-tiny": llama_tiny}
-
-
-def architecture(name: str):
-    """The config factory of embedded model `name`, or an error listing the known names."""
-    if name not in ARCHITECTURES:
-        raise UserError(f"unknown embedded model {name!r}; known: {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[name]
-
-
-def train_tokenizer(text: str, vocab_size: int = VOCAB_SIZE):
-    """A byte-level BPE (GPT-2/OPT style) trained on the documents of `text`, loadable with AutoTokenizer."""
+def train_bpe(documents: Iterable[str], vocab_size: int, special_tokens: Sequence[str], **roles: str):
+    """A byte-level BPE (GPT-2/OPT style) trained on `documents`, its special tokens first, loadable with
+    AutoTokenizer; `roles` name them (bos_token=..., eos_token=...)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens), show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(text.split("\n\n"), trainer)
+    bpe.train_from_iterator(documents, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, **roles)
+
+
+def train_tokenizer(text: str, vocab_size: int = VOCAB_SIZE):
+    """The embedded models' tokenizer: a byte-level BPE trained on the documents of `text`."""
     bos, pad, eos, unk = SPECIAL_TOKENS
-    return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=bos, pad_token=pad, eos_token=eos, unk_token=unk)
+    return train_bpe(text.split("\n\n"), vocab_size, SPECIAL_TOKENS, bos_token=bos, pad_token=pad, eos_token=eos,
+                     unk_token=unk)
 
 
 def token_stream(tokenizer, text: str) -> torch.Tensor:
@@ -137,7 +115,7 @@ def build(name: str, output: str | Path, recipe: Recipe = Recipe(), quiet: bool 
     """Train the tokenizer and the model `name` from scratch, write them and build_info.json into `output`."""
     from transformers import AutoModelForCausalLM
 
-    config = architecture(name)
+    config = config_factory(name)
     started = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)

@@ -14,6 +14,7 @@ import random
 import re
 from pathlib import Path
 
+from sds_bench import embedded
 from sds_bench.errors import UserError
 from sds_bench.record import write_json_atomic
 
@@ -69,8 +70,6 @@ def write_task_data(text: str | None = None, path: str | Path = DATA_FILE, n: in
     """Write the task's JSON (items and where they came from); text defaults to the embedded corpus's test split."""
     source = "argument"
     if text is None:
-        from sds_bench import embedded
-
         text, source = embedded.corpus_text("test"), "embedded:test"
     record = {"task": TASK, "source": source, "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
               "max_items": n, "choices": choices, "context": context, "seed": seed,

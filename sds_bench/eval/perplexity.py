@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from sds_bench.data import default_seqlen, eval_tokens
+from sds_bench.data import eval_tokens, resolve_seqlen
 from sds_bench.errors import UserError
 from sds_bench.hookspecs import hookimpl
 from sds_bench.models import check_token_ids
-from sds_bench.plugin import EvalResult, Evaluator
+from sds_bench.plugin import EvalResult, Evaluator, option
 
 
 @dataclass
@@ -25,10 +25,10 @@ class PerplexityOptions:
     """wikitext2, ptb, c4, embedded, or file (with data_file)."""
     data_file: str | None = None
     """A local copy of the dataset (see sds_bench.data); also SDS_BENCH_DATA_<DATASET>."""
-    seqlen: int | None = None
+    seqlen: int | None = option(None, ge=1)
     """Window length; default the model's context length capped at 2048."""
-    batch_size: int = 1
-    max_windows: int | None = None
+    batch_size: int = option(1, ge=1)
+    max_windows: int | None = option(None, ge=1)
     """Evaluate only the first windows (for quick checks; the published protocol uses all)."""
     quiet: bool = False
 
@@ -49,7 +49,7 @@ def window_nlls(model, ids: torch.Tensor, seqlen: int, batch_size: int = 1, quie
 
 def perplexity(model, tokenizer, options: PerplexityOptions) -> EvalResult:
     """Perplexity of the model on the chosen dataset, with the protocol that produced it."""
-    seqlen = options.seqlen or default_seqlen(model)
+    seqlen = resolve_seqlen(model, options.seqlen)
     ids, protocol = eval_tokens(options.dataset, tokenizer, seqlen, options.data_file)
     if options.max_windows:
         ids = ids[:, : options.max_windows * seqlen]

@@ -19,7 +19,7 @@ from sds_bench.eval.nextsentence import TASK as NEXT_SENTENCE
 from sds_bench.eval.nextsentence import TASK_DIR
 from sds_bench.hookspecs import hookimpl
 from sds_bench.models import resolve_device
-from sds_bench.plugin import EvalResult, Evaluator
+from sds_bench.plugin import EvalResult, Evaluator, option
 
 PRESETS = {
     "sds-paper": ("copa", "lambada_openai", "openbookqa", "piqa", "rte", "storycloze_2016", "winogrande"),
@@ -48,10 +48,10 @@ class ZeroShotOptions:
     """A preset (sds-paper, wanda, embedded) or comma-separated lm-eval task names and presets."""
     metrics: str = "default"
     """Metric averaged per task: default (DEFAULT_METRIC), acc, acc_norm or any metric name, then TASK=METRIC overrides."""
-    num_fewshot: int = 0
-    limit: int | None = None
+    num_fewshot: int = option(0, ge=0)
+    limit: int | None = option(None, ge=1)
     """Evaluate only the first examples of each task (quick checks; published numbers use all)."""
-    batch_size: int = 1
+    batch_size: int = option(1, ge=1)
     device: str | None = None
     """Where lm-eval runs the model; default where it is (it is moved back afterwards)."""
     include_path: str | None = None

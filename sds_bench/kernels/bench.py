@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sds_bench.errors import UserError
+from sds_bench.errors import UserError, first_line
+from sds_bench.kernels import report
 from sds_bench.kernels.shapes import (
     LinearShape,
     collect_shapes,
@@ -118,16 +119,12 @@ def parse_list(text: str, kind: type, name: str, allowed: tuple = ()) -> tuple:
     return values
 
 
-def make_plan(models: list[str] | None = None, suite: str | None = None, shapes: str | None = None,
+def make_plan(models: list[str] | None = None, shapes: str | None = None,
               tokens: str | None = None, dtypes: str | None = None, backends: str | None = None,
               e2e: E2EPlan | None = None) -> Plan:
-    """The plan from the CLI's choices: the Linear shapes of models (or a suite's models) or explicit shapes."""
+    """The plan from the CLI's choices: the Linear shapes of models (names, directories) or explicit shapes."""
     if e2e and shapes:
         raise UserError("the end-to-end benchmark needs models (--model or --suite), not --shapes")
-    if suite:
-        from sds_bench.runner.suite import load_suite
-
-        models = list(load_suite(suite).models)
     if shapes:
         found, models = parse_shapes(shapes), []
     else:
@@ -271,7 +268,7 @@ def torchao_sparsify(model: nn.Module, filter_fn: Callable[[nn.Module, str], boo
     try:
         from torchao.sparsity import semi_sparse_weight, sparsify_
     except (ImportError, OSError, AttributeError) as e:  # absent, or built for another torch
-        raise RuntimeError(f"torchao cannot be imported: {_first_line(e)}") from None
+        raise RuntimeError(f"torchao cannot be imported: {first_line(e)}") from None
     sparsify_(model, semi_sparse_weight(), filter_fn)
     return model
 
@@ -321,7 +318,7 @@ def bench_cell(shape: LinearShape, tokens: int, dtype: str, backends: tuple[str,
                 continue
             sparse, used_graph = _time_with_fallback(calls, warmup, reps, graph)
         except (RuntimeError, NotImplementedError, ValueError) as e:
-            rows.append({**row, "status": f"unsupported: {_first_line(e)}"})
+            rows.append({**row, "status": f"unsupported: {first_line(e)}"})
             continue
         if used_graph not in dense:
             dense[used_graph] = time_calls(dense_calls, warmup, reps, used_graph)
@@ -447,7 +444,7 @@ def bench_model(name: str, dtype: str, backends: tuple[str, ...], e2e: E2EPlan, 
             error = None if probe is None else ((model(probe, use_cache=False).logits.float() - reference).abs().max()
                                                 / reference.abs().max()).item()
         except (RuntimeError, NotImplementedError, ValueError) as e:
-            rows.append({**base, "status": f"unsupported: {_first_line(e)}"})
+            rows.append({**base, "status": f"unsupported: {first_line(e)}"})
             swap_weights(model, weights, None)
             continue
         for phase, batch, seq in e2e.workloads():
@@ -476,7 +473,7 @@ def _attempt(measure: Callable[[torch.Tensor], list[float]], ids: torch.Tensor) 
         return measure(ids), None
     except (RuntimeError, NotImplementedError, ValueError) as e:
         torch.cuda.empty_cache()
-        return None, _first_line(e)
+        return None, first_line(e)
 
 
 def _e2e_columns(phase: str, batch: int, seq: int, dense: list[float], sparse: list[float]) -> dict[str, Any]:
@@ -503,8 +500,6 @@ def bench_e2e(plan: Plan, device: torch.device, warmup: int = 3, quiet: bool = F
 def run(plan: Plan, out_dir: str, device: str | None = None, warmup: int = 5, reps: int = 30, graph: bool = True,
         peak_tflops: float | None = None, quiet: bool = False) -> dict[str, Any]:
     """Time the plan (and the end-to-end workloads), write the tables and the plot; return the written paths."""
-    from sds_bench.kernels import report
-
     if reps < 3 or (plan.e2e and plan.e2e.reps < 3):
         raise UserError("--reps and --e2e-reps need at least 3 repetitions for a median and a spread")
     dev = torch.device(device or "cuda")
@@ -519,8 +514,3 @@ def run(plan: Plan, out_dir: str, device: str | None = None, warmup: int = 5, re
 
 def _dtype_name(name: str) -> str:
     return next(k for k in DEFAULT_DTYPES if DTYPES[k] == DTYPES[name])
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

@@ -6,11 +6,10 @@ For each prunable Linear with dense weight W_d and the calibration inputs X it s
   2. re-dense            W_re = min ||W_d X - W X||^2 + l1 ||W||_1 + l2 ||W||_2, from W_s with every weight free
   3. second prune        W_2  = P(W_re, X)
   4. weight adjustment   W    = min ||W_d X - (M*W) X||^2 from W_2, M re-selected by magnitude every iteration
-Steps 2 and 4 read X only through the Gram H = (2/N) sum_tokens x x^T that the engine gathers (N sequences):
-||(W - W_d) X||^2 = (N/2) tr((W - W_d) H (W - W_d)^T), whose gradient is N (W - W_d) H. An iteration is one
-[out, in] x [in, in] product; token activations are never touched.
+Steps 2 and 4 read X only through the Gram H that the engine gathers (its N/2 scaling: stats.GRAM), so an
+iteration is one [out, in] x [in, in] product; token activations are never touched.
 
-Choices the paper leaves open, and the defaults (measured in the README's SDS section): the loss is the literal
+Choices the paper leaves open, and the defaults (measured in docs/sds.md): the loss is the literal
 sum over tokens; step 2 is gradient descent with step lr / L (L the curvature of the loss along H's top
 eigenvector, so lr 0.1 is a tenth of the largest stable step); step 4 is Adam with lr in units of rms(W_d),
 returning its best iterate; ||W||_2 is the Frobenius norm, not squared.
@@ -29,8 +28,7 @@ import torch
 
 from sds_bench.errors import UserError
 from sds_bench.hookspecs import hookimpl
-from sds_bench.plugin import Pruner, parse_options
-from sds_bench.registry import registry
+from sds_bench.plugin import Pruner, option
 from sds_bench.sparsity import Sparsity, pattern_mask, satisfies
 from sds_bench.stats import DENSE_GRAM, GRAM, LayerStats
 
@@ -41,7 +39,7 @@ Optimizer = Literal["gd", "adam", "sgd"]
 
 @dataclass
 class SDSOptions:
-    """Every switch of SDS. Paper values where the paper gives one; the other defaults are justified in the README."""
+    """Every switch of SDS. Paper values where the paper gives one; the other defaults are justified in docs/sds.md."""
 
     base_options: str = ""
     """Options of the base pruner P as 'key=value,key=value' (e.g. 'percdamp=0.02,blocksize=64')."""
@@ -53,21 +51,21 @@ class SDSOptions:
     """Step 3. Off: step 4 starts from the magnitude projection of W_re (or W_re is so projected if step 4 is off)."""
     adjust: bool = True
     """Step 4, sparse weight adjustment, for models below adjust_max_params."""
-    adjust_max_params: float = 3e9
+    adjust_max_params: float = option(3e9, ge=0)
     """Step 4 runs only for models with fewer parameters than this (the paper skips it from about 3B on)."""
     redense_data: Literal["sparse", "dense"] = "sparse"
     """Inputs X of step 2: 'sparse' the pruned model's (the paper's SD-data), 'dense' the dense model's."""
     regularize: bool = True
     """Step 2's l1/l2 weight regularisation; off, step 2 only reconstructs the dense output."""
-    l1: float = 0.1
+    l1: float = option(0.1, ge=0)
     """lambda_1 of l1 ||W||_1 (paper: 0.1)."""
-    l2: float = 0.1
+    l2: float = option(0.1, ge=0)
     """lambda_2 of l2 ||W||_2 (paper: 0.1)."""
     l2_squared: bool = False
     """Penalise ||W||_2^2 (weight decay) instead of ||W||_2 as the paper writes it (Frobenius norm)."""
-    lr: float = 0.1
+    lr: float = option(0.1, gt=0)
     """Learning rate of steps 2 and 4 (paper: 0.1), in the units of each optimizer (see `optimizer`)."""
-    iterations: int = 200
+    iterations: int = option(200, ge=0)
     """Iterations of step 2, and again of step 4 (paper: 200)."""
     optimizer: Optimizer = "gd"
     """Step 2's optimiser. 'gd': gradient descent with step lr/L, L = 2c lambda_max(H) the loss's largest curvature
@@ -82,12 +80,8 @@ class SDSOptions:
     """Per layer, return P's one-shot result instead when its reconstruction error is lower."""
     histograms: str = "*.layers.0.*"
     """Comma-separated globs of layer names whose weight histograms are recorded ('' for none)."""
-    bins: int = 64
+    bins: int = option(64, ge=1)
     """Bins of each recorded histogram."""
-
-    def __post_init__(self):
-        if self.iterations < 0 or self.lr <= 0 or self.bins < 1:
-            raise UserError("sds: needs iterations >= 0, lr > 0 and bins >= 1")
 
 
 @dataclass
@@ -98,9 +92,11 @@ class SDSWrapperOptions(SDSOptions):
     """The registered per-layer pruner P that SDS wraps."""
 
 
-def sds(weight: torch.Tensor, stats: LayerStats, sparsity: Sparsity, options: SDSOptions, base: str = "") -> torch.Tensor:
-    """Prune one Linear by Sparse-Dense-Sparse around P; record each step's error (and chosen histograms)."""
-    pruner, base_options = base_pruner(base or options.base, options.base_options)
+def sds(weight: torch.Tensor, stats: LayerStats, sparsity: Sparsity, options: SDSOptions,
+        base: tuple[Pruner, Any]) -> torch.Tensor:
+    """Prune one Linear by Sparse-Dense-Sparse around P = `base` (the pruner and its options, from the caller);
+    record each step's error (and chosen histograms)."""
+    pruner, base_options = base
     if sparsity.kind not in pruner.patterns:
         raise UserError(f"sds: base pruner {pruner.name!r} does not support {sparsity}")
     P = functools.partial(pruner.prune, stats=stats, sparsity=sparsity, options=base_options)
@@ -128,7 +124,7 @@ def sds(weight: torch.Tensor, stats: LayerStats, sparsity: Sparsity, options: SD
 def redense(W_s: torch.Tensor, objective: Objective) -> torch.Tensor:
     """Step 2: from W_s, every weight free, minimise ||W_d X - W X||^2 + l1 ||W||_1 + l2 ||W||_2."""
     W = W_s.clone()
-    step = objective.optimizer(W)
+    step = objective.stepper(W)
     for _ in range(objective.options.iterations):
         grad = objective.reconstruction(W)[0]
         step(grad.add_(objective.penalty_grad(W)) if objective.options.regularize else grad)
@@ -142,7 +138,7 @@ def adjust(W_2: torch.Tensor, objective: Objective, sparsity: Sparsity) -> torch
     returns the iterate of least error, so the step never ends worse than it started."""
     W = project(W_2, sparsity)
     best, best_error = W.clone(), math.inf
-    step = objective.optimizer(W)
+    step = objective.stepper(W)
     for i in range(objective.options.iterations + 1):
         grad, err = objective.reconstruction(W)
         if err < best_error:
@@ -165,9 +161,46 @@ def project(W: torch.Tensor, sparsity: Sparsity) -> torch.Tensor:
 
 
 def error(W: torch.Tensor, W_d: torch.Tensor, H: torch.Tensor) -> float:
-    """Reconstruction error tr((W - W_d) H (W - W_d)^T) = (2/N) ||(W - W_d) X||^2, the Gram's own scale."""
+    """Reconstruction error tr((W - W_d) H (W - W_d)^T), the Gram's own scale (stats.GRAM)."""
     delta = W - W_d
     return float(((delta @ H) * delta).sum())
+
+
+ADAM_BETAS = (0.9, 0.999)
+"""torch.optim.Adam's defaults: the decay rates of the first and second moment estimates."""
+ADAM_EPS = 1e-8
+"""torch.optim.Adam's default: added to the second moment's root so that a zero gradient does not divide by zero."""
+
+
+def loss_scale(W_d: torch.Tensor, H: torch.Tensor, nsamples: int, relative: bool) -> tuple[float, tuple[float, float]]:
+    """The loss's scale c on tr((W - W_d) H (W - W_d)^T) and the penalties' norms (||W_d||_1, ||W_d||_2): c = N/2 for
+    the literal sum over tokens (see stats.GRAM), or 1/||W_d X||^2 and W_d's own norms when relative."""
+    if relative:
+        return 1 / (error(torch.zeros_like(W_d), W_d, H) or 1.0), (float(W_d.abs().sum()), float(W_d.norm()))
+    return nsamples / 2, (1.0, 1.0)
+
+
+def step_size(optimizer: Optimizer, lr: float, c: float, W_d: torch.Tensor, H: torch.Tensor) -> float:
+    """GD: a fraction lr of 1/L, L = 2c lambda_max(H) the curvature along H's top axis; Adam, whose steps are about
+    lr in size: lr in units of the dense weights' rms; SGD: lr as given."""
+    if optimizer == "gd":
+        return lr / (2 * c * (largest_eigenvalue(H) or 1.0))
+    if optimizer == "adam":
+        return lr * float(W_d.pow(2).mean().sqrt())
+    return lr
+
+
+def adam_stepper(W: torch.Tensor, lr: float) -> Callable[[torch.Tensor], None]:
+    """Adam on W in place, exactly as torch's, without torch.optim's per-step overhead (it dominates on small layers)."""
+    (b1, b2), m, v, t = ADAM_BETAS, torch.zeros_like(W), torch.zeros_like(W), [0]
+
+    def step(grad: torch.Tensor) -> None:
+        t[0] += 1
+        m.lerp_(grad, 1 - b1)
+        v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        W.addcdiv_(m, (v / (1 - b2 ** t[0])).sqrt_().add_(ADAM_EPS), value=-lr / (1 - b1 ** t[0]))
+
+    return step
 
 
 class Objective:
@@ -175,15 +208,8 @@ class Objective:
 
     def __init__(self, W_d: torch.Tensor, H: torch.Tensor, nsamples: int, options: SDSOptions, optimizer: Optimizer):
         self.W_d, self.H, self.options, self.kind = W_d, H, options, optimizer
-        relative = options.loss == "relative"
-        self.c = 1 / (error(torch.zeros_like(W_d), W_d, H) or 1.0) if relative else nsamples / 2
-        self.norms = (float(W_d.abs().sum()), float(W_d.norm())) if relative else (1.0, 1.0)
-        if optimizer == "gd":  # a fraction lr of the step 1/L, L = 2c lambda_max(H) the curvature along H's top axis
-            self.lr = options.lr / (2 * self.c * (largest_eigenvalue(H) or 1.0))
-        elif optimizer == "adam":  # Adam's steps are about lr in size: lr in units of the dense weights' rms
-            self.lr = options.lr * float(W_d.pow(2).mean().sqrt())
-        else:
-            self.lr = options.lr
+        self.c, self.norms = loss_scale(W_d, H, nsamples, options.loss == "relative")
+        self.lr = step_size(optimizer, options.lr, self.c, W_d, H)
 
     def reconstruction(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The gradient 2c (W - W_d) H of the reconstruction term, and error(W) (0-dim), from one matrix product."""
@@ -197,20 +223,11 @@ class Objective:
         l2 = 2 / n2**2 if o.l2_squared else 1 / (float(W.norm()) * n2 or 1e-30)
         return torch.sign(W).mul_(o.l1 / n1).add_(W, alpha=o.l2 * l2)
 
-    def optimizer(self, W: torch.Tensor) -> Callable[[torch.Tensor], None]:
-        """One step of the chosen optimiser on W, in place, given the gradient: GD/SGD, or Adam exactly as torch's
-        (betas 0.9, 0.999, eps 1e-8) without torch.optim's per-step overhead, which dominates on small layers."""
-        if self.kind != "adam":
-            return lambda grad: W.sub_(grad, alpha=self.lr)
-        m, v, t = torch.zeros_like(W), torch.zeros_like(W), [0]
-
-        def adam(grad: torch.Tensor) -> None:
-            t[0] += 1
-            m.lerp_(grad, 0.1)
-            v.mul_(0.999).addcmul_(grad, grad, value=0.001)
-            W.addcdiv_(m, (v / (1 - 0.999 ** t[0])).sqrt_().add_(1e-8), value=-self.lr / (1 - 0.9 ** t[0]))
-
-        return adam
+    def stepper(self, W: torch.Tensor) -> Callable[[torch.Tensor], None]:
+        """One step of the chosen optimiser on W, in place, given the gradient: Adam, or (S)GD W -= lr grad."""
+        if self.kind == "adam":
+            return adam_stepper(W, self.lr)
+        return lambda grad: W.sub_(grad, alpha=self.lr)
 
 
 def largest_eigenvalue(H: torch.Tensor, iterations: int = 100) -> float:
@@ -240,31 +257,24 @@ def histograms(stages: dict[str, torch.Tensor], bins: int) -> dict[str, Any]:
                            "zeros": int((W == 0).sum()), "numel": W.numel()} for k, W in stages.items()}}
 
 
-@functools.cache
-def base_pruner(name: str, base_options: str) -> tuple[Pruner, Any]:
-    """The base pruner P and its parsed options."""
-    if not name:
-        raise UserError("sds needs a base pruner: --method sds --base NAME (or -o base=NAME)")
-    pruner = registry().pruner(name)
-    if pruner.prune is None or pruner.options in (SDSOptions, SDSWrapperOptions):
-        raise UserError(f"sds needs a one-shot per-layer pruner as its base; {name!r} is not one")
-    pairs = [p.partition("=") for p in base_options.split(",") if p.strip()]
+def base_of(options: SDSOptions, name: str = "") -> tuple[str, dict[str, str]]:
+    """The base pruner P that SDS wraps (`name`, or option base) and P's options, read from base_options."""
+    pairs = [p.partition("=") for p in options.base_options.split(",") if p.strip()]
     if any(not sep for _, sep, _ in pairs):
-        raise UserError(f"sds: bad base_options {base_options!r}; use 'key=value,key=value'")
-    return pruner, parse_options(pruner, {k.strip(): v.strip() for k, _, v in pairs})
+        raise UserError(f"sds: bad base_options {options.base_options!r}; use 'key=value,key=value'")
+    return name or options.base, {k.strip(): v.strip() for k, _, v in pairs}
 
 
-def needs(options: SDSOptions, base: str = "") -> set[str]:
+def needs(options: SDSOptions, base: tuple[Pruner, Any]) -> set[str]:
     """P's statistics, the Gram of steps 2 and 4, and the dense model's Gram when step 2 uses dense inputs."""
-    pruner, base_options = base_pruner(base or options.base, options.base_options)
+    pruner, base_options = base
     return pruner.required_stats(base_options) | {GRAM} | ({DENSE_GRAM} if options.redense_data == "dense" else set())
 
 
 @hookimpl
 def register_pruners(register):
     register(Pruner("sds", "SDS (Sparse-Dense-Sparse, Li et al. 2025) around any per-layer pruner: --base NAME",
-                    prune=sds, needs=needs, options=SDSWrapperOptions))
+                    prune=sds, needs=needs, options=SDSWrapperOptions, wraps=base_of))
     for base in ("sparsegpt", "wanda", "magnitude"):
         register(Pruner(f"sds-{base}", f"SDS (Sparse-Dense-Sparse, Li et al. 2025) around {base}",
-                        prune=functools.partial(sds, base=base), needs=functools.partial(needs, base=base),
-                        options=SDSOptions))
+                        prune=sds, needs=needs, options=SDSOptions, wraps=functools.partial(base_of, name=base)))

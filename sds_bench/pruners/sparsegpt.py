@@ -8,16 +8,16 @@ from dataclasses import dataclass
 import torch
 
 from sds_bench.hookspecs import hookimpl
-from sds_bench.plugin import Pruner
+from sds_bench.plugin import Pruner, option
 from sds_bench.sparsity import Sparsity, pattern_mask
-from sds_bench.stats import GRAM, LayerStats
+from sds_bench.stats import GRAM, LayerStats, damp_in_place
 
 
 @dataclass
 class SparseGPTOptions:
-    blocksize: int = 128
+    blocksize: int = option(128, ge=1)
     """Columns per lazy-update block (the mask of unstructured pruning is chosen once per block)."""
-    percdamp: float = 0.01
+    percdamp: float = option(0.01, ge=0)
     """Dampening added to diag(H), as a fraction of its mean."""
     exact: bool = False
     """Prune exactly int(numel*s) weights per block instead of the reference's threshold (one more)."""
@@ -26,11 +26,7 @@ class SparseGPTOptions:
 def inverse_hessian_factor(gram: torch.Tensor, weight: torch.Tensor, percdamp: float) -> torch.Tensor:
     """Upper Cholesky factor of (H + damp*I)^-1; dead inputs get diag 1 and their weight column zeroed (in place)."""
     H = gram.clone()
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1
-    weight[:, dead] = 0
-    idx = torch.arange(H.shape[0], device=H.device)
-    H[idx, idx] += percdamp * torch.mean(torch.diag(H))
+    damp_in_place(H, weight, percdamp)
     return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
 
 

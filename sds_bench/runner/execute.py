@@ -9,12 +9,9 @@ an interrupt stops the sweep and loses only the cells in flight.
 from __future__ import annotations
 
 import dataclasses
-import os
 import resource
 import time
 import traceback
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -27,7 +24,7 @@ from tqdm.auto import tqdm
 
 from sds_bench import api, data
 from sds_bench.errors import UserError
-from sds_bench.models import load_model, resolve_device, resolve_model_path
+from sds_bench.models import check_reachable, load_model, resolve_device
 from sds_bench.plugin import parse_options
 from sds_bench.record import environment
 from sds_bench.registry import registry
@@ -61,44 +58,47 @@ def run_suite(suite: Suite, results: str | Path, only: list[str] | None = None, 
               executor: str = "local", cluster: str | None = None, params: dict[str, Any] | None = None,
               fail_fast: bool = False, save_models: bool = False, quiet: bool = False,
               on_row: Callable[[dict[str, Any]], None] | None = None, fresh: bool = False) -> Summary:
-    """Run every cell of the suite that has no successful row yet, appending one row per cell to the store;
-    `fresh` first archives the store's rows, so every cell runs again."""
+    """Run every cell of the suite that has no successful row yet, appending one row per cell to the store, whose
+    lock this run holds throughout; `fresh` first archives the store's rows, so every cell runs again."""
     if executor not in EXECUTORS:
         raise UserError(f"unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")
-    store = Store(Path(results) / suite.name)
     if fresh and (only or exclude):
         raise UserError("--fresh re-runs a whole suite; it cannot be combined with --only or --exclude")
-    if fresh:
-        store.archive()
-    cells = select(expand(suite), only, exclude)
-    done = store.completed()
-    pending = [c for c in cells if c.key not in done]
-    summary = Summary(len(cells), len(cells) - len(pending))
-    if not pending:
+    if Path(results).exists() and not Path(results).is_dir():
+        raise UserError(f"--results {results} is a file; give a directory (the rows go to RESULTS/{suite.name}/)")
+    store = Store(Path(results) / suite.name)
+    with store.lock():
+        if fresh:
+            store.archive()
+        cells = select(expand(suite), only, exclude)
+        done = store.completed()
+        pending = [c for c in cells if c.key not in done]
+        summary = Summary(len(cells), len(cells) - len(pending))
+        if not pending:
+            return summary
+        preflight(pending)
+        groups = prune_groups(pending)
+        save_dir = store.dir / "models" if save_models else None
+        rows = (_local_rows(groups, save_dir) if executor == "local" else
+                _submitit_rows(groups, store.dir / "submitit", cluster, {"name": f"sds-bench-{suite.name}",
+                                                                         **suite.submitit, **(params or {})}, save_dir))
+        with closing(rows), tqdm(total=len(pending), desc=f"suite {suite.name}", unit="cell", disable=quiet) as bar:
+            for row in rows:  # closing: stopping early cancels what is still queued
+                store.append(row)
+                summary.ok += row["status"] == OK
+                summary.failed += row["status"] == FAILED
+                bar.update()
+                if on_row:
+                    on_row(row)
+                if fail_fast and row["status"] == FAILED:
+                    raise UserError(f"cell {row['cell']['name']} failed (--fail-fast): {row['error']}")
         return summary
-    preflight(pending)
-    groups = prune_groups(pending)
-    save_dir = store.dir / "models" if save_models else None
-    rows = (_local_rows(groups, save_dir) if executor == "local" else
-            _submitit_rows(groups, store.dir / "submitit", cluster, {"name": f"sds-bench-{suite.name}",
-                                                                     **suite.submitit, **(params or {})}, save_dir))
-    with closing(rows), tqdm(total=len(pending), desc=f"suite {suite.name}", unit="cell", disable=quiet) as bar:
-        for row in rows:  # closing: stopping early cancels what is still queued
-            store.append(row)
-            summary.ok += row["status"] == OK
-            summary.failed += row["status"] == FAILED
-            bar.update()
-            if on_row:
-                on_row(row)
-            if fail_fast and row["status"] == FAILED:
-                raise UserError(f"cell {row['cell']['name']} failed (--fail-fast): {row['error']}")
-    return summary
 
 
 def preflight(cells: list[Cell]) -> None:
     """Fail in one line before any work when a model cannot be found or the device is absent."""
     for model in dict.fromkeys(c.model for c in cells):
-        _check_model_reachable(model)
+        check_reachable(model)
     for device in dict.fromkeys(c.run.device for c in cells):
         resolve_device(device)
 
@@ -115,7 +115,8 @@ def run_group(cells: list[Cell], save_dir: Path | None = None,
         pruner = None if first.dense else registry().pruner(first.pruner)
         started = time.perf_counter()
         model, tokenizer = load_model(first.model, first.run.dtype,
-                                      "cpu" if pruner and first.run.offload == "cpu" else str(device))
+                                      "cpu" if pruner and first.run.offload == "cpu" else str(device),
+                                      trust_remote_code=first.run.trust_remote_code)
         times["load"] = time.perf_counter() - started
         if model_sha256(first.model) != first.model_sha256:
             raise UserError(f"the files of model {first.model!r} changed since this sweep started; run it again")
@@ -131,7 +132,7 @@ def run_group(cells: list[Cell], save_dir: Path | None = None,
             model.to(device)
             if save_dir is not None:
                 slug = f"{model_label(first.model)}-{first.method}-{Sparsity.parse(first.sparsity).slug}"
-                api.save_pruned(model, tokenizer, {**record, "model": first.model}, save_dir / slug)
+                api.save_pruned(model, tokenizer, {**record, "model": first.model}, save_dir / slug, overwrite=True)
     except Exception as e:
         for cell in cells:
             yield _row(cell, FAILED, times, device, error=e)
@@ -189,7 +190,8 @@ def _submitit_rows(groups: list[list[Cell]], folder: Path, cluster: str | None, 
 def _needs_calibration(cell: Cell) -> bool:
     """Whether the cell's pruner gathers statistics (magnitude, for one, does not)."""
     pruner = registry().pruner(cell.pruner)
-    return pruner.prune_model is not None or bool(pruner.required_stats(parse_options(pruner, cell.options)))
+    options = parse_options(pruner, cell.options)
+    return api.resolve_base(pruner, options).needs_calibration(options)
 
 
 def _calibration(cell: Cell, model, tokenizer, cache: dict[str, data.Calibration],
@@ -199,7 +201,7 @@ def _calibration(cell: Cell, model, tokenizer, cache: dict[str, data.Calibration
     key = f"{cell.model}|{spec}"
     if key not in cache:
         started = time.perf_counter()
-        cache[key] = data.calibration(spec.source, tokenizer, spec.nsamples, spec.seqlen or data.default_seqlen(model),
+        cache[key] = data.calibration(spec.source, tokenizer, spec.nsamples, data.resolve_seqlen(model, spec.seqlen),
                                       spec.seed)
         times["calibration"] = time.perf_counter() - started
     return cache[key]
@@ -235,29 +237,3 @@ def _peak_memory(device: torch.device | None) -> dict[str, float]:
     if device is not None and device.type == "cuda":
         out["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out
-
-
-def _check_model_reachable(name: str) -> None:
-    """A local or embedded model must exist; a hub id must be in the local cache or the hub must answer."""
-    path = resolve_model_path(name)
-    if os.path.isdir(path):
-        return
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(path, "config.json"), str):
-        return
-    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
-    if offline or not _reachable(constants.ENDPOINT):
-        raise UserError(f"model {name!r} is not in the local Hugging Face cache and the hub ({constants.ENDPOINT}) "
-                        f"{'is off (HF_HUB_OFFLINE)' if offline else 'cannot be reached'}; "
-                        "run where the hub is reachable or fill the cache (HF_HOME) first")
-
-
-def _reachable(url: str, timeout: float = 5.0) -> bool:
-    try:
-        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return True
-    except (OSError, ValueError):
-        return False
-    return True

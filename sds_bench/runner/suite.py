@@ -17,7 +17,7 @@ A suite is a shipped name (``sds_bench/suites/NAME.toml``) or a path to a TOML f
     name = "perplexity"
     options = {dataset = "embedded", seqlen = 128}
 
-    [run]                                 # device, dtype, batch_size, offload
+    [run]                                 # device, dtype, batch_size, offload, trust_remote_code
     device = "cpu"
 
     [submitit]                            # parameters of submitit.AutoExecutor for --executor submitit
@@ -28,10 +28,17 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+import torch
+
+from sds_bench.api import resolve_base
+from sds_bench.engine import OFFLOAD
 from sds_bench.errors import UserError
+from sds_bench.models import DTYPES
+from sds_bench.plugin import parse_options
+from sds_bench.registry import registry
 from sds_bench.sparsity import Sparsity
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
@@ -75,6 +82,7 @@ class RunSpec:
     dtype: str = "auto"
     batch_size: int = 1
     offload: str = "cpu"
+    trust_remote_code: bool = False
 
 
 @dataclass(frozen=True)
@@ -122,11 +130,61 @@ def load_suite(name: str) -> Suite:
 
 
 def suite_from_dict(raw: dict[str, Any], path: Path) -> Suite:
-    """Validate a suite given as the dict its TOML parses to (`path` names it in errors and sets its default name)."""
+    """Validate a suite given as the dict its TOML parses to (`path` names it in errors and sets its default name):
+    the whole of it, registered plugins and their options included, before any cell runs; no model is loaded."""
     try:
-        return _parse(raw, path)
+        return _validated(_parse(raw, path))
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
+
+
+def _validated(suite: Suite) -> Suite:
+    """The suite, once its name, settings, methods and evaluators are each checked."""
+    _check_name(suite.name)
+    _check_settings(suite.calibration, suite.run)
+    for method in suite.methods:
+        try:
+            pruner = registry().pruner(method.pruner)
+            resolve_base(pruner, parse_options(pruner, method.options))  # a wrapper's base and its options too
+            for sparsity in suite.sparsities:
+                if Sparsity.parse(sparsity).kind not in pruner.patterns:
+                    raise UserError(f"{method.pruner!r} does not support {Sparsity.parse(sparsity).kind} sparsity "
+                                    f"({sparsity}); it supports {', '.join(pruner.patterns)}")
+        except UserError as e:
+            raise UserError(f"methods entry {method.name!r}: {e}") from None
+    for ev in suite.evaluators:
+        try:
+            parse_options(registry().evaluator(ev.evaluator), ev.options)
+        except UserError as e:
+            raise UserError(f"evaluators entry {ev.name!r}: {e}") from None
+    return suite
+
+
+def _check_name(name: str) -> None:
+    """The suite's name is its results folder: one plain path component."""
+    parts = {PurePosixPath(name).parts, PureWindowsPath(name).parts}
+    if not name.strip() or name in (".", "..") or parts != {(name,)} or "\0" in name:
+        raise UserError(f"'name' {name!r} must be one plain folder name (no '/', '\\', '..' or absolute path), as "
+                        "the results go to RESULTS/<name>/")
+
+
+def _check_settings(calibration: CalibrationSpec, run: RunSpec) -> None:
+    """The numbers and names of [calibration] and [run] that TOML's types alone do not check."""
+    if calibration.nsamples < 1:
+        raise UserError(f"[calibration] nsamples must be >= 1; got {calibration.nsamples}")
+    if calibration.seqlen is not None and calibration.seqlen < 1:
+        raise UserError(f"[calibration] seqlen must be >= 1; got {calibration.seqlen}")
+    if run.batch_size < 1:
+        raise UserError(f"[run] batch_size must be >= 1; got {run.batch_size}")
+    if run.offload not in OFFLOAD:
+        raise UserError(f"[run] offload must be one of {', '.join(OFFLOAD)}; got {run.offload!r}")
+    if run.dtype != "auto" and run.dtype not in DTYPES:
+        raise UserError(f"[run] dtype {run.dtype!r} is not supported; use one of auto, {', '.join(DTYPES)}")
+    if run.device != "auto":
+        try:
+            torch.device(run.device)
+        except RuntimeError:
+            raise UserError(f"[run] device {run.device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
 
 
 def _parse(raw: dict[str, Any], path: Path) -> Suite:

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 import torch
 
 from sds_bench import COL_SQ, LayerStats, Pruner, Sparsity, hookimpl
+from sds_bench.plugin import option
 from sds_bench.sparsity import count_mask, nm_mask
 
 
 @dataclass
 class RIAOptions:
-    a: float = 0.5
+    a: float = option(0.5, ge=0)
     """Exponent of the activation norm (the paper's default 0.5)."""
 
 

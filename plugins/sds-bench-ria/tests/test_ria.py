@@ -1,5 +1,6 @@
 """RIA's own tests, run by its author: the paper's score, and the sds-bench contract kit."""
 
+import pytest
 import torch
 from sds_bench_ria import RIAOptions, ria
 
@@ -22,5 +23,6 @@ def test_a_zero_ignores_activations():
     assert (out == 0).tolist() == [[True, True, False, False]]
 
 
+@pytest.mark.slow
 def test_contract():
     check_pruner("ria")

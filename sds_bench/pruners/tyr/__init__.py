@@ -21,7 +21,7 @@ from torch import nn
 from sds_bench.errors import UserError
 from sds_bench.hookspecs import hookimpl
 from sds_bench.models import adapter_for
-from sds_bench.plugin import Pruner
+from sds_bench.plugin import Pruner, option
 from sds_bench.pruners.tyr.local import obs_candidates, wanda_sp_candidates
 from sds_bench.pruners.tyr.search import evolve
 from sds_bench.pruners.tyr.structures import budget, kinds, layer_records, shrink, uniform, zero_pruned
@@ -39,16 +39,16 @@ class TyrOptions:
     """Evolve the per-layer allocation; off: the uniform allocation, read from the same supernet."""
     accumulation: Literal["expectation", "center", "dense"] = "expectation"
     """Next block calibrated on the density-weighted mean of the candidates (paper), the centre one, or dense outputs."""
-    levels: int = 9
+    levels: int = option(9, ge=1)
     """Candidates per layer and kind (odd): kept counts centre + j*step for j in -(levels//2)..levels//2. Paper: 9."""
-    delta: float = 0.125
+    delta: float = option(0.125, gt=0, le=1)
     """Level spacing in the first iteration, as a fraction of a layer's structures (step = max(1, round(delta*count)));
     halved every iteration. Paper: 0.125 (12.5% -> 1.5625% over 4 iterations)."""
-    iterations: int = 4
+    iterations: int = option(4, ge=1)
     """Prune-and-search iterations, coarse to fine. Paper: 4."""
-    offspring: int | None = None
+    offspring: int | None = option(None, ge=1)
     """Offspring per generation. Paper: 128. Auto: max(8, 128 * layers / 32), at most 128."""
-    generations: int | None = None
+    generations: int | None = option(None, ge=1)
     """Generations per iteration. Paper: 50. Auto: max(5, 50 * layers / 32), at most 50."""
     stage_tokens: str | None = None
     """Tokens per selection stage, comma-separated. Paper: 2048,16384,131072 of 4M calibration tokens. Auto: the
@@ -56,14 +56,14 @@ class TyrOptions:
     stage_survivors: str | None = None
     """Survivors per selection stage. Paper: 16,4,2 (the best of the last stage is the next parent).
     Auto: offspring/8, offspring/32, 2, each at least 1."""
-    kl_topk: int = 8192
+    kl_topk: int = option(8192, ge=1)
     """Dense top-k tokens per position in the KL (the full vocabulary if smaller: the exact KL). Paper: 8192."""
-    damp: float = 0.01
+    damp: float = option(0.01, ge=0)
     """Dampening of H = X^T X, as a fraction of its mean diagonal. Paper: 0.01."""
-    obs_rounds: int = 16
+    obs_rounds: int = option(16, ge=1)
     """Weight and inverse-Hessian updates while sweeping a layer from dense to empty (ceil(count/rounds) groups
     removed per update; 1 group per update when count <= rounds). Paper's code: 16 for FFN channels."""
-    batch_size: int = 8
+    batch_size: int = option(8, ge=1)
     """Sequences per forward pass in supernet building and search."""
     shrink: bool = False
     """Physically remove the pruned structures (see structures.shrink); otherwise they are zeroed in place."""
@@ -73,7 +73,7 @@ class TyrOptions:
 class WandaSpOptions:
     accumulation: Literal["center", "dense"] = "center"
     """Next block calibrated on the pruned block's outputs, or on the dense ones."""
-    batch_size: int = 8
+    batch_size: int = option(8, ge=1)
     shrink: bool = False
 
 
@@ -103,10 +103,9 @@ def _ints(text: str | None, name: str) -> list[int] | None:
 
 
 def _check(options: TyrOptions) -> None:
-    if options.levels < 1 or options.levels % 2 == 0:
-        raise UserError(f"tyr: levels must be odd and positive, got {options.levels}")
-    if not 0 < options.delta <= 1 or min(options.iterations, options.obs_rounds, options.kl_topk) < 1:
-        raise UserError("tyr: need 0 < delta <= 1 and iterations, obs_rounds, kl_topk >= 1")
+    """What the declared bounds cannot say: a centre level needs an odd count."""
+    if options.levels % 2 == 0:
+        raise UserError(f"tyr: levels must be odd, got {options.levels}")
 
 
 def structural_prune(model: nn.Module, calibration: torch.Tensor, sparsity: Sparsity, options: TyrOptions,

@@ -13,6 +13,7 @@ import math
 import torch
 
 from sds_bench.pruners.tyr.structures import expand
+from sds_bench.stats import damp_in_place
 
 Candidates = dict[int, tuple[torch.Tensor, torch.Tensor]]
 
@@ -20,10 +21,7 @@ Candidates = dict[int, tuple[torch.Tensor, torch.Tensor]]
 def damped(gram: torch.Tensor, weight: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
     """H + damp * mean(diag H) * I in fp32, dead inputs (zero diagonal) given diagonal 1 and zero weight."""
     H, W = gram.float().clone(), weight.float().clone()
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1
-    W[:, dead] = 0
-    H.diagonal().add_(damp * torch.mean(torch.diag(H)))
+    damp_in_place(H, W, damp)
     return H, W
 
 

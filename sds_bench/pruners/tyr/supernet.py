@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from sds_bench.engine import capture_block_inputs, gather_stats, run_block
 from sds_bench.models import adapter_for
+from sds_bench.passes import capture_block_inputs, gather_stats, run_block
 from sds_bench.pruners.tyr.local import Candidates
 from sds_bench.pruners.tyr.structures import Kind
 from sds_bench.stats import GRAM

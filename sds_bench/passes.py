@@ -1,0 +1,96 @@
+"""The pieces of a sequential block-by-block pass: capture block 0's inputs, run a block, gather statistics.
+
+Below both the engine (the layer-wise pruning pass) and the whole-model pruners that build their own pass (Týr's
+supernet), so neither imports the other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from sds_bench.models import adapter_for
+from sds_bench.stats import Accumulator
+
+
+class _Captured(Exception):
+    """Raised by the hook on block 0 to stop the forward pass once its inputs are captured."""
+
+
+@torch.no_grad()
+def capture_block_inputs(model: nn.Module, tokens: torch.Tensor, device: torch.device, store: torch.device,
+                         batch_size: int = 1) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Inputs of decoder block 0 for every sequence [N, L, d], and the other arguments the model passes it."""
+    adapter = adapter_for(model)
+    blocks = adapter.decoder_blocks(model)
+    parts = [*adapter.embedding_modules(model), blocks[0]]
+    homes = [next(p.parameters(), torch.empty(0)).device for p in parts]
+    for p in parts:
+        p.to(device)
+    hidden, kwargs = [], {}
+
+    def catch(module, args, kw):
+        hidden.append((args[0] if args else kw["hidden_states"]).to(store))
+        if not kwargs:
+            kwargs.update({k: v for k, v in kw.items() if k != "hidden_states"})
+        raise _Captured
+
+    handle = blocks[0].register_forward_pre_hook(catch, with_kwargs=True)
+    try:
+        for batch in tokens.split(batch_size):
+            try:
+                model(batch.to(device), use_cache=False)
+            except _Captured:
+                pass
+    finally:
+        handle.remove()
+        for p, home in zip(parts, homes):
+            p.to(home)
+    return torch.cat(hidden), kwargs
+
+
+@torch.no_grad()
+def run_block(block: nn.Module, inputs: torch.Tensor, kwargs: dict[str, Any], device: torch.device,
+              batch_size: int = 1) -> torch.Tensor:
+    """The block's outputs for every sequence, stored where the inputs are."""
+    outs = [_output(block(x.to(device), **kwargs)).to(inputs.device) for x in inputs.split(batch_size)]
+    return torch.cat(outs)
+
+
+@torch.no_grad()
+def gather_stats(block: nn.Module, linears: dict[str, nn.Linear], inputs: torch.Tensor, kwargs: dict[str, Any],
+                 kinds: set[str], device: torch.device, batch_size: int = 1) -> tuple[dict, torch.Tensor]:
+    """One pass through the block with hooks on its Linears: the requested statistics, and the block's outputs."""
+    accs = {name: {k: Accumulator(k, lin.in_features, device) for k in kinds} for name, lin in linears.items()}
+
+    def hook(name):
+        def add(module, args, output):
+            for acc in accs[name].values():
+                acc.add(args[0].detach())
+        return add
+
+    handles = [lin.register_forward_hook(hook(name)) for name, lin in linears.items()] if kinds else []
+    try:
+        outs = run_block(block, inputs, kwargs, device, batch_size)
+    finally:
+        for h in handles:
+            h.remove()
+    return accs, outs
+
+
+def _output(out: Any) -> torch.Tensor:
+    """The hidden states of a block's output (a tuple in most transformers versions)."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def move_to(value: Any, device: torch.device) -> Any:
+    """`value` with every tensor in it (nested in tuples, lists, dicts) moved to `device`."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (tuple, list)):
+        return type(value)(move_to(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: move_to(v, device) for k, v in value.items()}
+    return value
