@@ -39,14 +39,9 @@ def ours(fixture: Path, method: str, spec: str) -> dict[str, torch.Tensor]:
 
 def official(fixture: Path, method: str, spec: str) -> dict[str, torch.Tensor]:
     """The same, pruned by the transcription of the official code."""
-    model, s = dense(fixture), Sparsity.parse(spec)
+    model = dense(fixture)
     tokens = torch.load(fixture / "calib_tokens.pt", weights_only=True)
-    if method == "magnitude":
-        transcriptions.prune_magnitude(model, s.ratio, s.n, s.m)
-    elif method == "wanda":
-        transcriptions.prune_wanda(model, tokens, s.ratio, s.n, s.m)
-    else:
-        transcriptions.prune_sparsegpt(model, tokens, s.ratio, s.n, s.m)
+    transcriptions.prune_official(method, model, tokens, Sparsity.parse(spec))
     return model.state_dict()
 
 

@@ -22,13 +22,7 @@ def tokens(nsamples: int = 8, seqlen: int = 32) -> torch.Tensor:
 
 def official(method: str, model, calib: torch.Tensor, spec: str) -> None:
     """Prune `model` in place with the transcription of the official code for `method`."""
-    s = Sparsity.parse(spec)
-    if method == "magnitude":
-        transcriptions.prune_magnitude(model, s.ratio, s.n, s.m)
-    elif method == "wanda":
-        transcriptions.prune_wanda(model, calib, s.ratio, s.n, s.m)
-    else:
-        transcriptions.prune_sparsegpt(model, calib, s.ratio, s.n, s.m)
+    transcriptions.prune_official(method, model, calib, Sparsity.parse(spec))
 
 
 def pruned_both_ways(build, method: str, spec: str, dtype: torch.dtype = torch.float32, **prune_kwargs):

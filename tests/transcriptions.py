@@ -259,3 +259,13 @@ def get_c4_train(traindata, tokenizer, nsamples: int, seed: int, seqlen: int) ->
         j = i + seqlen
         trainloader.append(trainenc.input_ids[:, i:j])
     return torch.cat(trainloader)
+
+
+def prune_official(method: str, model, calib: torch.Tensor, spec) -> None:
+    """Prune `model` in place with the transcription of the official code for `method` at `spec` (a Sparsity)."""
+    if method == "magnitude":
+        prune_magnitude(model, spec.ratio, spec.n, spec.m)
+    elif method == "wanda":
+        prune_wanda(model, calib, spec.ratio, spec.n, spec.m)
+    else:
+        prune_sparsegpt(model, calib, spec.ratio, spec.n, spec.m)
