@@ -1,4 +1,4 @@
-"""Sessions: `nox` (tests), `nox -s lint`, `nox -s reproduce [-- SUITE ...]`, `nox -s bench [-- ARGS]`."""
+"""Sessions: `nox` (tests), `nox -s lint`, `nox -s reproduce [-- SUITE ...]`, `nox -s bench [-- ARGS]`, `nox -s rehearse`."""
 
 from pathlib import Path
 
@@ -45,3 +45,11 @@ def bench(session: nox.Session) -> None:
     """The 2:4 kernel benchmark (needs a CUDA GPU of compute capability >= 8.0; says so and exits 0 otherwise)."""
     install(session, "dev")
     session.run("sds-bench", "bench", "kernels", *session.posargs)
+
+
+@nox.session(default=False)
+def rehearse(session: nox.Session) -> None:
+    """The paper grid rehearsed offline at real shapes (random opt-125m and 2-block llama-7b in a hub-layout cache):
+    writes results/rehearsal/; arguments go to benchmarks/rehearse.py (`-- --help`)."""
+    install(session, "eval,cluster")
+    session.run("python", "benchmarks/rehearse.py", *session.posargs)

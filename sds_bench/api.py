@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 import time
@@ -14,12 +15,30 @@ import torch
 
 from sds_bench import checks, data
 from sds_bench.engine import OFFLOAD, apply_pruner
-from sds_bench.errors import UserError
+from sds_bench.errors import UserError, at_least
 from sds_bench.models import check_token_ids, resolve_device
 from sds_bench.plugin import EvalResult, Pruner, options_dict, parse_options
 from sds_bench.record import environment, write_dir_atomic, write_json_atomic
 from sds_bench.registry import origin_of, registry
 from sds_bench.sparsity import Sparsity
+
+log = logging.getLogger(__name__)
+
+
+def check_prune_args(method: str, sparsity: str | float | Sparsity, options: dict[str, Any] | None = None,
+                     nsamples: int = 128, batch_size: int = 1, offload: str = "cpu") -> tuple[Pruner, Any, Sparsity]:
+    """The checks of `prune`'s arguments that need no model, so that a caller can run them before loading one:
+    the pruner (its base resolved), its parsed options and the sparsity."""
+    pruner = registry().pruner(method)
+    sparsity = Sparsity.parse(sparsity)
+    if sparsity.kind not in pruner.patterns:
+        raise UserError(f"{method!r} does not support {sparsity.kind} sparsity ({sparsity}); it supports {', '.join(pruner.patterns)}")
+    opts = parse_options(pruner, options)
+    at_least("nsamples", nsamples)
+    at_least("batch_size", batch_size)
+    if offload not in OFFLOAD:
+        raise UserError(f"offload must be one of {', '.join(OFFLOAD)}; got {offload!r}")
+    return resolve_base(pruner, opts), opts, sparsity
 
 
 def prune(model, tokenizer, method: str, sparsity: str | float | Sparsity, calibration: str | data.Calibration | None = None,
@@ -27,20 +46,13 @@ def prune(model, tokenizer, method: str, sparsity: str | float | Sparsity, calib
           device: str | None = None, offload: str = "cpu", batch_size: int = 1, quiet: bool = False) -> dict[str, Any]:
     """Prune `model` in place with a registered method; return the record written as pruning.json."""
     started = time.perf_counter()
-    pruner = registry().pruner(method)
-    sparsity = Sparsity.parse(sparsity)
-    if sparsity.kind not in pruner.patterns:
-        raise UserError(f"{method!r} does not support {sparsity.kind} sparsity ({sparsity}); it supports {', '.join(pruner.patterns)}")
-    opts = parse_options(pruner, options)
-    pruner = resolve_base(pruner, opts)
-    if batch_size < 1:
-        raise UserError(f"batch_size must be >= 1; got {batch_size}")
-    if offload not in OFFLOAD:
-        raise UserError(f"offload must be one of {', '.join(OFFLOAD)}; got {offload!r}")
+    pruner, opts, sparsity = check_prune_args(method, sparsity, options, nsamples, batch_size, offload)
     seqlen = data.resolve_seqlen(model, seqlen)
     dev = resolve_device(device)
     calib = None
-    if pruner.needs_calibration(opts):
+    if not pruner.needs_calibration(opts) and calibration is not None:
+        log.warning(f"sds-bench: warning: {method!r} needs no calibration data; the calibration given is ignored")
+    elif pruner.needs_calibration(opts):
         if calibration is None:
             raise UserError(f"{method!r} needs calibration data (--calibration)")
         calib = calibration if isinstance(calibration, data.Calibration) else data.calibration(

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from sds_bench.errors import UserError
+from sds_bench.errors import UserError, at_least
 
 
 def cmd_plugins(args: argparse.Namespace) -> None:
@@ -25,23 +25,11 @@ def cmd_plugins(args: argparse.Namespace) -> None:
 def cmd_prune(args: argparse.Namespace) -> None:
     """Prune a model and write it with its pruning.json record."""
     from sds_bench import api, models
-    from sds_bench.plugin import parse_options
-    from sds_bench.registry import registry
-    from sds_bench.sparsity import Sparsity
 
     options = _key_values(args.option)
     if args.base:
         options["base"] = args.base
-    Sparsity.parse(args.sparsity)  # cheap checks first: fail before loading a large model
-    pruner = registry().pruner(args.method)
-    opts = parse_options(pruner, options)
-    if args.nsamples < 1:
-        raise UserError(f"nsamples must be >= 1; got {args.nsamples}")
-    if args.batch_size < 1:
-        raise UserError(f"batch_size must be >= 1; got {args.batch_size}")
-    if args.calibration and not api.resolve_base(pruner, opts).needs_calibration(opts):
-        print(f"sds-bench: warning: {args.method!r} needs no calibration data; --calibration ignored", file=sys.stderr)
-        args.calibration = None
+    api.check_prune_args(args.method, args.sparsity, options, args.nsamples, args.batch_size, args.offload)
     models.resolve_device(args.device)
     api.check_output(args.output, args.overwrite)
     _quiet_transformers(args.quiet)
@@ -84,12 +72,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_bench_kernels(args: argparse.Namespace) -> None:
     """Time dense against 2:4 sparse Linear kernels (and, with --e2e, whole models) on this GPU; write the tables."""
     from sds_bench import kernels, runner
-    from sds_bench.kernels.bench import make_e2e_plan
 
+    for flag, value, low in (("--warmup", args.warmup, 0), ("--reps", args.reps, kernels.MIN_REPS),
+                              ("--e2e-reps", args.e2e_reps, kernels.MIN_REPS)):
+        at_least(flag, value, low)
     if not args.dry_run and (problem := kernels.gpu_problem(args.device)):
         print(f"sds-bench bench kernels: {problem}; nothing timed")
         return
-    e2e = make_e2e_plan(args.prefill, args.decode, args.context, args.new_tokens, args.e2e_reps) if args.e2e else None
+    e2e = (kernels.make_e2e_plan(args.prefill, args.decode, args.context, args.new_tokens, args.e2e_reps)
+           if args.e2e else None)
     models = list(runner.load_suite(args.suite).models) if args.suite else args.model
     plan = kernels.make_plan(models, args.shapes, args.tokens, args.dtype, args.backend, e2e)
     if args.dry_run:
@@ -111,18 +102,18 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     from sds_bench import runner
 
-    suite = runner.load_suite(args.suite)
+    suite = runner.load_suite(args.suite, _suite_overrides(args))
     if args.dry_run:
         cells = runner.plan(suite, args.results, args.only, args.exclude)
-        print(tabulate([(i, c.model, c.method, c.pattern, c.evaluator, c.key, state)
+        print(tabulate([(i, c.model, c.method, c.pattern, "" if c.seed is None else c.seed, c.evaluator, c.key, state)
                         for i, (c, state) in enumerate(cells, 1)],
-                       headers=["#", "model", "method", "sparsity", "evaluator", "key", "state"]))
+                       headers=["#", "model", "method", "sparsity", "seed", "evaluator", "key", "state"]))
         states = ", ".join(f"{n} {state}" for state, n in Counter(state for _, state in cells).items())
         print(f"{len(cells)} cells ({states or 'none'}) -> {Path(args.results) / suite.name}")
         return
     _quiet_transformers(args.quiet)
     summary = runner.run_suite(suite, args.results, args.only, args.exclude, args.executor, args.cluster,
-                               {k: _toml_value(v) for k, v in _key_values(args.slurm).items()}, args.fail_fast,
+                               {k: runner.toml_value(v) for k, v in _key_values(args.slurm).items()}, args.fail_fast,
                                args.save_models, args.quiet, on_row=lambda row: tqdm.write(_row_line(row)),
                                fresh=args.fresh)
     print(f"{suite.name}: {summary.cells} cells, {summary.skipped} done before, {summary.ok} done now, "
@@ -138,7 +129,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     """Write a suite's tables (Markdown, CSV) and plots from the rows of its results."""
     from sds_bench import runner
 
-    _report(runner.load_suite(args.suite), args.results, args.baselines)
+    _report(runner.load_suite(args.suite, _suite_overrides(args)), args.results, args.baselines)
 
 
 def cmd_plot_weights(args: argparse.Namespace) -> None:
@@ -174,20 +165,21 @@ def _row_line(row: dict) -> str:
     return f"{row['status']:6} {row['cell']['name']}: {outcome}"
 
 
-def _toml_value(text: str):
-    """A --slurm value as TOML reads it (60 -> int, true -> bool), else the text itself."""
-    import tomllib
-
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 def _suite_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("suite", help="a shipped suite (embedded, paper-opt, ...: sds_bench/suites/) or a path to a suite .toml")
     p.add_argument("--results", default="results", help="results root; rows and tables go to RESULTS/SUITE/")
     p.add_argument("--baselines", default=None, help="folder of published numbers (*.csv; default: the repo's baselines/)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a suite key before validation, VALUE as TOML: calibration.nsamples=8, run.device=cpu, "
+                   "evaluators.perplexity.options.max_windows=4, methods.sds-wanda.options.iterations=20 (repeatable)")
+    p.add_argument("--seeds", metavar="S,S,...",
+                   help="calibration seeds replacing the suite's `seeds` for this command (0,1,2: each seed its own "
+                   "cell; an evaluator's own seeds must be among them)")
+
+
+def _suite_overrides(args: argparse.Namespace) -> list[str]:
+    """The --set overrides, then --seeds as the override of the suite's `seeds`."""
+    return [*(args.set or ()), *([f"seeds=[{args.seeds}]"] if args.seeds is not None else [])]
 
 
 def _quiet_transformers(quiet: bool) -> None:
@@ -273,7 +265,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", help="float16,bfloat16 (default both)")
     p.add_argument("--backend", help="cutlass,cusparselt,torchao (default: all available)")
     p.add_argument("--device", default="cuda", help="a CUDA device (default: cuda)")
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=5, help="untimed repetitions before each measurement (also --e2e)")
     p.add_argument("--reps", type=int, default=30, help="timed repetitions per measurement (median and spread)")
     p.add_argument("--eager", action="store_true",
                    help="time eager calls, Python dispatch included, instead of CUDA graph replays")

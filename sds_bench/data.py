@@ -7,18 +7,19 @@ so everything runs offline.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sds_bench import embedded
-from sds_bench.errors import UserError
+from sds_bench import embedded, files
+from sds_bench.errors import UserError, at_least
 
+C4_REPO = "allenai/c4"
 C4_TRAIN = "en/c4-train.00000-of-01024.json.gz"
 C4_VALID = "en/c4-validation.00000-of-00008.json.gz"
 EVAL_DATASETS = ("wikitext2", "ptb", "c4", "embedded", "file")
@@ -51,8 +52,7 @@ def resolve_seqlen(model, seqlen: int | None) -> int:
     if seqlen is None:
         return default_seqlen(model)
     positions = getattr(model.config, "max_position_embeddings", None)
-    if seqlen < 1:
-        raise UserError(f"seqlen must be >= 1; got {seqlen}")
+    at_least("seqlen", seqlen)
     if positions is not None and seqlen > positions:
         raise UserError(f"seqlen {seqlen} is beyond the model's {positions} positions")
     return seqlen
@@ -60,14 +60,13 @@ def resolve_seqlen(model, seqlen: int | None) -> int:
 
 def calibration(source: str, tokenizer=None, nsamples: int = 128, seqlen: int = 2048, seed: int = 0) -> Calibration:
     """Calibration windows from 'c4', 'wikitext2', 'embedded', a text file, or a token file (.pt/.npy, used as given)."""
-    if nsamples < 1:
-        raise UserError(f"nsamples must be >= 1; got {nsamples}")
+    at_least("nsamples", nsamples)
     path = Path(source)
     if path.suffix in (".pt", ".npy"):
         return Calibration(load_token_file(path), str(path), seed)
     if source == "c4" or source.endswith(".json.gz"):
         local = source != "c4"
-        docs = _load_hub("json", None, "train", data_files=source) if local else _c4_split("train", C4_TRAIN)
+        docs = files.read_jsonl(source) if local else _c4_documents(C4_TRAIN)
         return Calibration(_sample_documents(docs, tokenizer, nsamples, seqlen, seed), source if local else f"c4:{C4_TRAIN}", seed)
     if source in ("wikitext2", "embedded") or path.suffix in (".txt", ".raw", ".json", ".jsonl"):
         if source == "wikitext2":
@@ -83,12 +82,9 @@ def calibration(source: str, tokenizer=None, nsamples: int = 128, seqlen: int = 
 
 def load_token_file(path: Path) -> torch.Tensor:
     """An int64 [N, L] token array from .pt (weights_only) or .npy, checked for dtype and shape."""
-    if not path.is_file():
-        raise UserError(f"calibration file {str(path)!r} does not exist")
-    try:
-        tokens = torch.load(path, weights_only=True) if path.suffix == ".pt" else torch.from_numpy(np.load(path))
-    except Exception as e:
-        raise UserError(f"cannot read token file {str(path)!r}: {e}") from e
+    tokens = files.read_token_array(path)
+    if isinstance(tokens, np.ndarray):
+        tokens = torch.from_numpy(tokens)
     if not isinstance(tokens, torch.Tensor) or tokens.dtype != torch.int64 or tokens.dim() != 2:
         what = f"{tokens.dtype} {list(tokens.shape)}" if isinstance(tokens, torch.Tensor) else type(tokens).__name__
         raise UserError(f"token file {str(path)!r} must hold an int64 array of shape [N, L]; got {what}")
@@ -102,10 +98,10 @@ def eval_tokens(dataset: str, tokenizer, seqlen: int, data_file: str | None = No
         text = read_text_file(Path(data_file)) if data_file else "\n\n".join(_wikitext2_rows("test"))
         split = "test"
     elif dataset == "ptb":
-        rows = _rows_from_file(data_file) if data_file else _hub_rows("ptb_text_only", "penn_treebank", "test", "sentence")
+        rows = _rows_from_file(data_file, "sentence") if data_file else _hub_rows("ptb_text_only", "penn_treebank", "test", "sentence")
         text, split = " ".join(r.strip() if data_file else r for r in rows), "test"
     elif dataset == "c4":
-        docs = _rows_from_file(data_file) if data_file else _c4_split("validation", C4_VALID)["text"]
+        docs = _rows_from_file(data_file) if data_file else _c4_documents(C4_VALID)
         ids = _tokenize(tokenizer, " ".join(docs[:1100]))[:, : 256 * seqlen]
         return ids, {"dataset": "c4", "split": "validation", "source": data_file or C4_VALID}
     elif dataset == "embedded":
@@ -122,21 +118,17 @@ def eval_tokens(dataset: str, tokenizer, seqlen: int, data_file: str | None = No
 
 def read_text_file(path: Path) -> str:
     """Text of a .txt/.raw file, or the joined rows of a JSON list / JSON Lines file."""
-    if not path.is_file():
-        raise UserError(f"data file {str(path)!r} does not exist")
-    return "\n\n".join(_rows_from_file(str(path))) if path.suffix in (".json", ".jsonl") else path.read_text()
+    return "\n\n".join(_rows_from_file(str(path))) if path.suffix in (".json", ".jsonl") else files.read_text(path)
 
 
-def _rows_from_file(path: str) -> list[str]:
-    """Rows of a local copy: a JSON list of strings, JSON Lines with a 'text' field, or one row per line."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"data file {path!r} does not exist")
-    if p.suffix == ".json":
-        return json.loads(p.read_text())
-    if p.suffix == ".jsonl":
-        return [json.loads(line)["text"] for line in p.read_text().splitlines() if line.strip()]
-    return p.read_text().splitlines()
+def _rows_from_file(path: str, field: str = "text") -> list[str]:
+    """Rows of a local copy: a JSON list of strings, JSON Lines (or the hub's gzip'd .json.gz) with the dataset's
+    text column `field`, or one row per line."""
+    if path.endswith(".json"):
+        return files.read_json_strings(path)
+    if path.endswith((".jsonl", ".json.gz", ".jsonl.gz")):
+        return files.read_jsonl(path, field)
+    return files.read_text(path).splitlines()
 
 
 def _tokenize(tokenizer, text: str) -> torch.Tensor:
@@ -154,15 +146,24 @@ def _sample_windows(ids: torch.Tensor, nsamples: int, seqlen: int, seed: int) ->
     return torch.cat([ids[:, i : i + seqlen] for i in starts])
 
 
-def _sample_documents(docs, tokenizer, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
-    """SparseGPT/Wanda C4 calibration: a random document with more than seqlen tokens, a random window of it."""
+def _sample_documents(docs: Sequence[str], tokenizer, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
+    """SparseGPT/Wanda C4 calibration: a random document with more than seqlen tokens, a random window of it (the
+    same draws; where the reference would redraw forever, because no document is long enough, this stops)."""
+    if not len(docs):
+        raise UserError("the calibration source holds no documents")
     random.seed(seed)
-    windows = []
+    windows, short = [], set()
     for _ in range(nsamples):
         while True:
-            ids = _tokenize(tokenizer, docs[random.randint(0, len(docs) - 1)]["text"])
+            j = random.randint(0, len(docs) - 1)
+            if j in short:
+                continue
+            ids = _tokenize(tokenizer, docs[j])
             if ids.shape[1] > seqlen:
                 break
+            short.add(j)
+            if len(short) == len(docs):
+                raise UserError(f"no calibration document has more than seqlen = {seqlen} tokens")
         i = random.randint(0, ids.shape[1] - seqlen - 1)
         windows.append(ids[:, i : i + seqlen])
     return torch.cat(windows)
@@ -172,20 +173,30 @@ def _wikitext2_rows(split: str) -> list[str]:
     return _hub_rows("wikitext", "wikitext-2-raw-v1", split, "text")
 
 
-def _c4_split(split: str, data_file: str):
-    return _load_hub("allenai/c4", None, split, data_files={split: data_file})
+def _c4_documents(data_file: str) -> list[str]:
+    """The `text` of every document of one allenai/c4 shard, fetched into (or, offline, read from) the hub cache: the
+    rows `datasets.load_dataset("allenai/c4", data_files=...)` yields, which offline finds no shard in that cache."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        path = hf_hub_download(C4_REPO, data_file, repo_type="dataset")
+    except (HfHubHTTPError, OSError) as e:  # LocalEntryNotFoundError (offline, not cached) is an OSError
+        raise UserError(f"cannot load {C4_REPO} {data_file} from the hub or the local cache ({type(e).__name__}); "
+                        "pass a local shard (--calibration FILE.json.gz, SDS_BENCH_DATA_C4)") from e
+    return files.read_jsonl(path)
 
 
 def _hub_rows(path: str, name: str, split: str, column: str) -> list[str]:
     return _load_hub(path, name, split)[column]
 
 
-def _load_hub(path: str, name: str | None, split: str, **kwargs):
+def _load_hub(path: str, name: str | None, split: str):
     """datasets.load_dataset, with a one-line error when neither the hub nor a local cache has it."""
     import datasets
 
     try:
-        return datasets.load_dataset(path, name, split=split, **kwargs)
+        return datasets.load_dataset(path, name, split=split)
     except Exception as e:
         raise UserError(
             f"cannot load dataset {path}{'/' + name if name else ''} ({split}) from the hub or the local cache "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import struct
@@ -15,7 +14,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from sds_bench import embedded
+from sds_bench import embedded, files
 from sds_bench.errors import UserError, first_line
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -138,12 +137,7 @@ def check_model_dir(path: str, trust_remote_code: bool = False) -> None:
     config_file = local / "config.json"
     if not config_file.is_file():
         raise UserError(f"model directory {path!r} has no config.json")
-    try:
-        config = json.loads(config_file.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"{config_file} is not UTF-8 text") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{config_file} is not valid JSON (line {e.lineno}: {e.msg})") from None
+    config = files.read_json(config_file, "model config")
     if not isinstance(config, dict):
         raise UserError(f"{config_file} must hold a JSON object, not {type(config).__name__}")
     if "model_type" not in config:
@@ -193,6 +187,17 @@ def check_reachable(name: str) -> None:
         raise UserError(f"model {name!r} is not in the local Hugging Face cache and the hub ({constants.ENDPOINT}) "
                         f"{'is off (HF_HUB_OFFLINE)' if offline else 'cannot be reached'}; "
                         "run where the hub is reachable or fill the cache (HF_HOME) first")
+
+
+def hub_revision(name: str) -> str | None:
+    """The commit of a hub model as loaded (the cached snapshot of its config.json); None for a local or embedded
+    model. (transformers 5 no longer records it on the config as `_commit_hash`.)"""
+    if os.path.isdir(resolve_model_path(name)):
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    config = try_to_load_from_cache(name, "config.json")
+    return Path(config).parent.name if isinstance(config, str) else None
 
 
 def _reachable(url: str, timeout: float = 5.0) -> bool:

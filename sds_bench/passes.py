@@ -19,9 +19,15 @@ class _Captured(Exception):
     """Raised by the hook on block 0 to stop the forward pass once its inputs are captured."""
 
 
+BlockKwargs = dict[int, dict[str, Any]]
+"""The arguments other than the hidden states the model passes block 0, by batch size: the calibration sequences
+share one length and have no padding, so these (attention mask, positions, rotary embeddings) depend only on the
+number of sequences in the batch, and a last batch shorter than the others has its own."""
+
+
 @torch.no_grad()
 def capture_block_inputs(model: nn.Module, tokens: torch.Tensor, device: torch.device, store: torch.device,
-                         batch_size: int = 1) -> tuple[torch.Tensor, dict[str, Any]]:
+                         batch_size: int = 1) -> tuple[torch.Tensor, BlockKwargs]:
     """Inputs of decoder block 0 for every sequence [N, L, d], and the other arguments the model passes it."""
     adapter = adapter_for(model)
     blocks = adapter.decoder_blocks(model)
@@ -32,9 +38,9 @@ def capture_block_inputs(model: nn.Module, tokens: torch.Tensor, device: torch.d
     hidden, kwargs = [], {}
 
     def catch(module, args, kw):
-        hidden.append((args[0] if args else kw["hidden_states"]).to(store))
-        if not kwargs:
-            kwargs.update({k: v for k, v in kw.items() if k != "hidden_states"})
+        states = args[0] if args else kw["hidden_states"]
+        hidden.append(states.to(store))
+        kwargs.setdefault(len(states), {k: v for k, v in kw.items() if k != "hidden_states"})
         raise _Captured
 
     handle = blocks[0].register_forward_pre_hook(catch, with_kwargs=True)
@@ -52,15 +58,15 @@ def capture_block_inputs(model: nn.Module, tokens: torch.Tensor, device: torch.d
 
 
 @torch.no_grad()
-def run_block(block: nn.Module, inputs: torch.Tensor, kwargs: dict[str, Any], device: torch.device,
+def run_block(block: nn.Module, inputs: torch.Tensor, kwargs: BlockKwargs, device: torch.device,
               batch_size: int = 1) -> torch.Tensor:
-    """The block's outputs for every sequence, stored where the inputs are."""
-    outs = [_output(block(x.to(device), **kwargs)).to(inputs.device) for x in inputs.split(batch_size)]
+    """The block's outputs for every sequence, stored where the inputs are; each batch with its own size's kwargs."""
+    outs = [_output(block(x.to(device), **kwargs[len(x)])).to(inputs.device) for x in inputs.split(batch_size)]
     return torch.cat(outs)
 
 
 @torch.no_grad()
-def gather_stats(block: nn.Module, linears: dict[str, nn.Linear], inputs: torch.Tensor, kwargs: dict[str, Any],
+def gather_stats(block: nn.Module, linears: dict[str, nn.Linear], inputs: torch.Tensor, kwargs: BlockKwargs,
                  kinds: set[str], device: torch.device, batch_size: int = 1) -> tuple[dict, torch.Tensor]:
     """One pass through the block with hooks on its Linears: the requested statistics, and the block's outputs."""
     accs = {name: {k: Accumulator(k, lin.in_features, device) for k in kinds} for name, lin in linears.items()}

@@ -9,6 +9,7 @@ import datasets
 import pytest
 
 from sds_bench import data
+from sds_bench.errors import UserError
 
 from . import transcriptions
 
@@ -36,8 +37,6 @@ def test_c4_calibration_from_a_local_shard_samples_as_the_reference(tmp_path, to
         data.calibration(str(shard), tokenizer, 6, 48, 1).tokens)
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError,
-                   reason="data._rows_from_file reads a .json.gz shard as plain text instead of gzip'd JSON lines")
 def test_c4_perplexity_text_from_the_validation_shard_joins_as_the_reference(tmp_path, tokenizer, monkeypatch):
     """SparseGPT's C4 evaluation: the first 1100 documents joined by spaces, cut to 256 windows."""
     shard = c4_shard(tmp_path / "c4-validation.00000-of-00008.json.gz", TOPICS[:20])
@@ -64,6 +63,22 @@ def test_ptb_text_file_joins_its_rows_as_the_reference(tmp_path, tokenizer, monk
     monkeypatch.setenv("SDS_BENCH_DATA_PTB", str(tmp_path / "ptb.test.txt"))
     ids, _ = data.eval_tokens("ptb", tokenizer, seqlen=8)
     assert ids.equal(tokenizer(" ".join(line.strip() for line in lines), return_tensors="pt").input_ids)
+
+
+def test_ptb_rows_exported_from_the_hub_join_as_the_reference(tmp_path, tokenizer, monkeypatch):
+    """JSON Lines as `datasets` exports ptb_text_only (column `sentence`): SparseGPT's " ".join of the rows."""
+    rows = ["no it was n't black monday", "but while the new york stock exchange did n't fall apart"]
+    (tmp_path / "ptb.test.jsonl").write_text("".join(json.dumps({"sentence": r}) + "\n" for r in rows))
+    monkeypatch.setenv("SDS_BENCH_DATA_PTB", str(tmp_path / "ptb.test.jsonl"))
+    ids, _ = data.eval_tokens("ptb", tokenizer, seqlen=8)
+    assert ids.equal(tokenizer(" ".join(rows), return_tensors="pt").input_ids)
+
+
+def test_c4_calibration_stops_where_the_reference_would_redraw_forever(tmp_path, tokenizer):
+    """The reference redraws a document until one is longer than seqlen; with none long enough it never ends."""
+    shard = c4_shard(tmp_path / "c4-train.json.gz", ["short one", "short two", TOPICS[0][:30]])
+    with pytest.raises(UserError, match="no calibration document has more than seqlen = 48 tokens"):
+        data.calibration(str(shard), tokenizer, nsamples=2, seqlen=48, seed=0)
 
 
 def test_text_calibration_samples_windows_as_the_reference(tmp_path, tokenizer):

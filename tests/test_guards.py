@@ -301,3 +301,18 @@ def test_results_that_is_a_file_is_refused_before_any_cell(tmp_path):
     with pytest.raises(UserError, match=r"--results .*results.txt is a file; give a directory"):
         run_suite(sweep(["magnitude"]), results, quiet=True)
     assert results.read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("through", ["api", "cli"])
+def test_calibration_for_a_method_that_needs_none_is_one_warning_and_never_read(through, opt_dir, tmp_path, caplog):
+    """Magnitude reads no data: a calibration file given anyway (garbage here) is not opened; one warning says so."""
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a token file")
+    if through == "api":
+        record = sds_bench.prune(tiny_opt(), None, "magnitude", "2:4", str(garbage))
+        assert record["calibration"] is None
+    else:
+        assert cli.main(["prune", str(opt_dir), "--method", "magnitude", "--sparsity", "2:4", "--calibration",
+                         str(garbage), "--output", str(tmp_path / "out"), "--quiet"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["sds-bench: warning: 'magnitude' needs no calibration data; the calibration given is ignored"]

@@ -2,7 +2,7 @@
 
 import csv
 import io
-from functools import partial
+import json
 
 import pytest
 import torch
@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from sds_bench import testing
 from sds_bench.cli import main
 from sds_bench.errors import UserError
-from sds_bench.kernels import bench, report
+from sds_bench.kernels import backends, bench, e2e, linear, report, timing
+from sds_bench.kernels.gpu import gpu_info, gpu_problem
+from sds_bench.kernels.plan import DEFAULT_TOKENS, make_e2e_plan, make_plan
 from sds_bench.kernels.shapes import LinearShape, collect_shapes, known_key, model_shapes, parse_shapes
 from sds_bench.sparsity import satisfies
 
@@ -65,7 +67,7 @@ def test_parse_shapes_dedupes_and_rejects_junk():
 # --- the plan -------------------------------------------------------------------------------------------------------
 
 def test_plan_times_every_shape_token_dtype_with_every_backend():
-    plan = bench.make_plan(shapes="768x768,3072x768", tokens="1,16,128", dtypes="fp16,bfloat16,float16",
+    plan = make_plan(shapes="768x768,3072x768", tokens="1,16,128", dtypes="fp16,bfloat16,float16",
                            backends="cutlass,cusparselt")
     assert plan.dtypes == ("float16", "bfloat16") and plan.tokens == (1, 16, 128)
     cells = plan.cells()
@@ -78,10 +80,10 @@ def test_plan_from_models_and_suite(opt_dir, tmp_path, capsys):
     suite = tmp_path / "s.toml"
     suite.write_text(f'models = ["{opt_dir}"]\nmethods = ["magnitude"]\nsparsities = ["2:4"]\n'
                      'evaluators = ["perplexity"]\n')
-    plan = bench.make_plan(models=[str(opt_dir)])
+    plan = make_plan(models=[str(opt_dir)])
     assert plan.models == (str(opt_dir),)
     assert [s.label for s in plan.shapes] == ["32x32", "64x32", "32x64"]
-    assert plan.tokens == bench.DEFAULT_TOKENS and plan.dtypes == ("float16", "bfloat16")
+    assert plan.tokens == DEFAULT_TOKENS and plan.dtypes == ("float16", "bfloat16")
     assert main(["bench", "kernels", "--suite", str(suite), "--dry-run"]) == 0  # the CLI resolves the suite's models
     assert plan.describe() in capsys.readouterr().out
 
@@ -90,17 +92,17 @@ def test_plan_from_models_and_suite(opt_dir, tmp_path, capsys):
                                     {"backends": "cutlass,triton"}])
 def test_plan_rejects_bad_choices(kwargs):
     with pytest.raises(UserError):
-        bench.make_plan(shapes="768x768", **kwargs)
+        make_plan(shapes="768x768", **kwargs)
 
 
 def test_end_to_end_plan_needs_models_and_sane_sizes():
-    e2e = bench.make_e2e_plan("1x128,8x512", "1,4", context=256, new_tokens=8)
-    assert e2e.workloads() == [("prefill", 1, 128), ("prefill", 8, 512), ("decode", 1, 256), ("decode", 4, 256)]
+    e2e_plan = make_e2e_plan("1x128,8x512", "1,4", context=256, new_tokens=8)
+    assert e2e_plan.workloads() == [("prefill", 1, 128), ("prefill", 8, 512), ("decode", 1, 256), ("decode", 4, 256)]
     with pytest.raises(UserError, match="needs models"):
-        bench.make_plan(shapes="768x768", e2e=e2e)
+        make_plan(shapes="768x768", e2e=e2e_plan)
     for bad in ({"prefill": "1x"}, {"decode": "0"}, {"context": 0}):
         with pytest.raises(UserError):
-            bench.make_e2e_plan(**bad)
+            make_e2e_plan(**bad)
 
 
 def test_without_a_gpu_it_says_so_in_one_line_and_times_nothing(monkeypatch, tmp_path, capsys):
@@ -108,7 +110,7 @@ def test_without_a_gpu_it_says_so_in_one_line_and_times_nothing(monkeypatch, tmp
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert "there is no cuda:1" in bench.gpu_problem("cuda:1")
+    assert "there is no cuda:1" in gpu_problem("cuda:1")
     assert main(["bench", "kernels", "--shapes", "768x768", "--output", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "Tesla T4 has compute capability 7.5" in out and "nothing timed" in out
@@ -132,58 +134,105 @@ def test_dry_run_prints_the_plan_without_a_gpu(opt_dir, capsys):
 # --- CPU-side logic of a measurement --------------------------------------------------------------------------------
 
 def test_pruned_weight_is_two_four_and_unit_scale():
-    w = bench.pruned_weight(64, 256, torch.float32, torch.device("cpu"), torch.Generator().manual_seed(0))
-    assert satisfies(w, bench.TWO_FOUR) and (w == 0).float().mean() == 0.5
+    w = backends.pruned_weight(64, 256, torch.float32, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert satisfies(w, backends.TWO_FOUR) and (w == 0).float().mean() == 0.5
     assert 0.5 < F.linear(torch.randn(512, 256), w).std() < 1.0
 
 
 def test_timing_statistics_and_throughput():
-    assert bench.median_spread([1.0, 2.0, 3.0, 4.0, 100.0]) == (3.0, pytest.approx(52.0 - 1.5))
-    assert bench.tflops(4096, 4096, 2048, ms=1.0) == pytest.approx(2 * 2048 * 4096 * 4096 / 1e9)
+    assert timing.median_spread([1.0, 2.0, 3.0, 4.0, 100.0]) == (3.0, pytest.approx(52.0 - 1.5))
+    # 2 * 2048 tokens * 4096 * 4096 = 68,719,476,736 FLOPs in 1 ms; 2 * 16 * 11008 * 4096 = 1,442,840,576 in 0.5 ms
+    assert timing.tflops(4096, 4096, 2048, ms=1.0) == pytest.approx(68.719476736)
+    assert timing.tflops(11008, 4096, 16, ms=0.5) == pytest.approx(2.885681152)
 
 
 def test_a_cell_reports_ok_mismatch_and_unsupported_backends(monkeypatch):
-    """The row logic with CPU stand-ins for the sparse kernels and for CUDA-event timing."""
+    """The row logic with CPU stand-ins for the sparse kernels and for CUDA-event timing (sparse 2 ms, dense 4 ms)."""
+    made, copies, dense_outputs = {}, [], []
+
     def fake_sparse(backend, weights, x):
         if backend == "cutlass":
             raise RuntimeError("Error original_tensor.shape is not supported!\nsecond line")
         shift = 0.0 if backend == "cusparselt" else 1.0
-        return [lambda w=w: F.linear(x, w) + shift for w in weights], 7
+        made.update(weights=weights, x=x, calls=[lambda w=w: F.linear(x, w) + shift for w in weights])
+        return made["calls"], 7
 
-    monkeypatch.setattr(bench, "sparse_calls", fake_sparse)
-    dense_or_sparse = {True: [4.0, 4.0, 4.0], False: [2.0, 2.0, 2.0]}  # the dense calls are partial(F.linear, ...)
-    monkeypatch.setattr(bench, "time_calls", lambda calls, *_: dense_or_sparse[isinstance(calls[0], partial)])
-    rows = bench.bench_cell(LinearShape(64, 128, ("m",)), 16, "bfloat16", ("cutlass", "cusparselt", "torchao"),
-                            torch.device("cpu"), warmup=1, reps=3, graph=True, gpu=GPU_INFO)
+    def fake_time(calls, warmup, reps, graph):
+        if calls is made["calls"]:
+            return [2.0] * reps
+        copies.extend(torch.equal(w, made["weights"][0]) for w in made["weights"])
+        for i, w in enumerate(made["weights"]):
+            w.mul_(i + 1)  # tell the copies apart, so each call shows which one it reads
+        dense_outputs.extend(call() for call in calls)
+        return [4.0] * reps
+
+    monkeypatch.setattr(linear, "sparse_calls", fake_sparse)
+    monkeypatch.setattr(linear, "time_calls", fake_time)
+    rows = linear.bench_cell(LinearShape(64, 128, ("m",)), 16, "bfloat16", ("cutlass", "cusparselt", "torchao"),
+                             torch.device("cpu"), warmup=1, reps=3, graph=True, gpu=GPU_INFO)
     cutlass, cusparselt, torchao = rows
     assert cutlass["status"] == "unsupported: Error original_tensor.shape is not supported!"
     assert torchao["status"].startswith("mismatch") and "dense_ms" not in torchao
     assert cusparselt["status"] == "ok" and cusparselt["alg_id"] == 7 and cusparselt["timing"] == "graph"
     assert cusparselt["dense_ms"] == 4.0 and cusparselt["sparse_ms"] == 2.0 and cusparselt["speedup"] == 2.0
-    assert cusparselt["sparse_tflops"] == pytest.approx(2 * 16 * 64 * 128 / 2e9)
-    assert cusparselt["sparse_peak_frac"] == pytest.approx(cusparselt["sparse_tflops"] / 100.0)
+    assert cusparselt["sparse_tflops"] == pytest.approx(1.31072e-4)  # 2 * 16 * 64 * 128 = 262,144 FLOPs in 2 ms
+    assert cusparselt["sparse_peak_frac"] == pytest.approx(1.31072e-6)  # of the 100 TFLOP/s peak
     assert cusparselt["weight_copies"] == 2 and cusparselt["models"] == "m"
+    # the dense baseline: one call per copy of the 2:4 weight, each computing x @ W.T with its own copy
+    weights, x = made["weights"], made["x"]
+    assert copies == [True, True] and len({w.data_ptr() for w in weights}) == len(dense_outputs) == 2
+    for w, out in zip(weights, dense_outputs):
+        assert satisfies(w, backends.TWO_FOUR)
+        torch.testing.assert_close(out.float(), x.float() @ w.float().T, rtol=2e-2, atol=2e-2)
+
+
+class _FakeEvent:
+    """A CPU stand-in for a timing CUDA event: every timed interval lasts 1 ms."""
+
+    def __init__(self, enable_timing: bool = False):
+        pass
+
+    def record(self) -> None:
+        pass
+
+    def elapsed_time(self, end: "_FakeEvent") -> float:
+        return 1.0
+
+
+def test_end_to_end_timing_runs_its_warmup_untimed(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "Event", _FakeEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    model = testing.tiny_opt().eval()
+    forwards = []
+    model.register_forward_hook(lambda module, args, out: forwards.append(args))
+    ids = torch.randint(0, model.config.vocab_size, (2, 8))
+    with torch.no_grad():
+        assert e2e.time_prefill(model, ids, warmup=2, reps=4) == [1.0] * 4
+        assert len(forwards) == 2 + 4
+        forwards.clear()
+        assert e2e.time_decode(model, ids, new_tokens=3, warmup=2, reps=4) == pytest.approx([1 / 3] * 4)
+    assert len(forwards) == (2 + 4) * (1 + 3)  # a prefill and 3 decode steps per repetition, warm-ups included
 
 
 def test_prune_blocks_makes_every_block_linear_two_four(tiny_model):
-    weights = bench.prune_blocks_24(tiny_model)
+    weights = e2e.prune_blocks_24(tiny_model)
     assert len(weights) == 2 * len([n for n, m in tiny_model.named_modules()
                                     if isinstance(m, torch.nn.Linear) and ".layers.0." in n])
     for name, w in weights.items():
-        assert satisfies(w, bench.TWO_FOUR)
+        assert satisfies(w, backends.TWO_FOUR)
         assert tiny_model.get_submodule(name).weight.data_ptr() == w.data_ptr()
-    again = bench.prune_blocks_24(tiny_model)
+    again = e2e.prune_blocks_24(tiny_model)
     assert all(torch.equal(again[n], w) for n, w in weights.items())
 
 
 def test_model_rows_skip_long_workloads_and_report_unsupported_backends(opt_dir, monkeypatch):
     """bench_model's bookkeeping on CPU: times replaced by constants, 'fake' a sparse backend that keeps dense weights."""
-    real_swap = bench.swap_weights
-    monkeypatch.setattr(bench, "swap_weights", lambda m, w, b: real_swap(m, w, None if b == "fake" else b))
-    monkeypatch.setattr(bench, "time_prefill", lambda model, ids, warmup, reps: [3.0, 3.0, 3.0])
-    monkeypatch.setattr(bench, "time_decode", lambda model, ids, new, reps: [1.0, 1.0, 1.0])
-    e2e = bench.make_e2e_plan("2x16,1x80", "4", context=32, new_tokens=8, reps=3)
-    rows = bench.bench_model(str(opt_dir), "float16", ("cutlass", "fake"), e2e, torch.device("cpu"), warmup=1)
+    real_swap = e2e.swap_weights
+    monkeypatch.setattr(e2e, "swap_weights", lambda m, w, b: real_swap(m, w, None if b == "fake" else b))
+    monkeypatch.setattr(e2e, "time_prefill", lambda model, ids, warmup, reps: [3.0, 3.0, 3.0])
+    monkeypatch.setattr(e2e, "time_decode", lambda model, ids, new, warmup, reps: [1.0, 1.0, 1.0])
+    e2e_plan = make_e2e_plan("2x16,1x80", "4", context=32, new_tokens=8, reps=3)
+    rows = e2e.bench_model(str(opt_dir), "float16", ("cutlass", "fake"), e2e_plan, torch.device("cpu"), warmup=1)
     assert rows[0]["backend"] == "cutlass" and rows[0]["status"].startswith("unsupported: ")
     fake = {(r["phase"], r["batch"], r["seq"]): r for r in rows[1:]}
     assert fake[("prefill", 1, 80)]["status"] == "skipped: longer than the model's 64 positions"
@@ -223,10 +272,10 @@ def test_csv_keeps_column_order_and_empty_cells():
 
 
 def test_results_per_gpu_with_versions_in_the_header(tmp_path):
-    e2e = [{"model": "opt-125m", "dtype": "float16", "phase": "prefill", "batch": 1, "seq": 128, "backend": "cutlass",
+    e2e_rows = [{"model": "opt-125m", "dtype": "float16", "phase": "prefill", "batch": 1, "seq": 128, "backend": "cutlass",
             "dense_ms": 2.0, "dense_iqr_ms": 0.1, "sparse_ms": 1.6, "sparse_iqr_ms": 0.1, "speedup": 1.25,
             "dense_tokens_per_s": 64000.0, "sparse_tokens_per_s": 80000.0, "max_rel_err": 0.001, "status": "ok"}]
-    paths = report.write_results(tmp_path, META, _kernel_rows(), e2e)
+    paths = report.write_results(tmp_path, META, _kernel_rows(), e2e_rows)
     folder = tmp_path / "test-gpu-x1"
     assert set(paths) == {"kernels.csv", "kernels.md", "e2e.csv", "e2e.md", "speedup.png", "protocol.json"}
     assert all(p.parent == folder for p in paths.values())
@@ -253,18 +302,30 @@ def _table(markdown: str) -> list[list[str]]:
 
 
 def test_run_records_plan_and_protocol_beside_the_tables(tmp_path, monkeypatch):
-    import json
-
     monkeypatch.setattr(bench, "gpu_info", lambda device, peak=None: GPU_INFO)
     monkeypatch.setattr(bench, "bench_kernels", lambda plan, *args: _kernel_rows())
-    plan = bench.make_plan(shapes="768x768,3072x768", tokens="1,128,2048", dtypes="float16", backends="cusparselt")
+    plan = make_plan(shapes="768x768,3072x768", tokens="1,128,2048", dtypes="float16", backends="cusparselt")
     paths = bench.run(plan, str(tmp_path), device="cpu", warmup=2, reps=7, quiet=True)
     meta = json.loads(paths["protocol.json"].read_text())
-    assert meta["protocol"] == {"warmup": 2, "reps": 7, "timing": "graph", "tolerance": bench.TOLERANCE, "e2e": None}
+    assert meta["protocol"] == {"warmup": 2, "reps": 7, "timing": "graph", "tolerance": linear.TOLERANCE, "e2e": None}
     assert [s["out_features"] for s in meta["plan"]["shapes"]] == [768, 3072] and meta["gpu"] == GPU_INFO
     assert "versions" in meta["environment"] and "e2e.csv" not in paths
-    with pytest.raises(UserError, match="at least 3"):
+    with pytest.raises(UserError, match="reps must be >= 3; got 2"):
         bench.run(plan, str(tmp_path), device="cpu", reps=2)
+
+
+def test_end_to_end_uses_the_warmup_it_records(opt_dir, tmp_path, monkeypatch):
+    used = []
+    monkeypatch.setattr(bench, "gpu_info", lambda device, peak=None: GPU_INFO)
+    monkeypatch.setattr(bench, "bench_kernels", lambda plan, *args: _kernel_rows())
+    monkeypatch.setattr(e2e, "time_prefill", lambda model, ids, warmup, reps: used.append(warmup) or [3.0] * reps)
+    monkeypatch.setattr(e2e, "time_decode", lambda model, ids, new, warmup, reps: used.append(warmup) or [1.0] * reps)
+    plan = make_plan(models=[str(opt_dir)], tokens="16", dtypes="float16", backends="cutlass",
+                     e2e=make_e2e_plan("1x16", "2", context=16, new_tokens=2, reps=3))
+    paths = bench.run(plan, str(tmp_path), device="cpu", warmup=4, reps=3, quiet=True)
+    assert json.loads(paths["protocol.json"].read_text())["protocol"]["warmup"] == 4
+    assert used == [4, 4]  # the dense prefill and decode; cutlass cannot run on a CPU
+    assert "e2e.csv" in paths
 
 
 def test_no_plot_when_nothing_was_timed(tmp_path):
@@ -278,8 +339,8 @@ def test_no_plot_when_nothing_was_timed(tmp_path):
 @gpu
 def test_sparse_kernels_agree_with_dense_and_are_timed():
     dev = torch.device("cuda")
-    rows = bench.bench_cell(LinearShape(1024, 1024), 64, "float16", ("cutlass", "cusparselt"), dev, warmup=2, reps=5,
-                            graph=True, gpu=bench.gpu_info(dev))
+    rows = linear.bench_cell(LinearShape(1024, 1024), 64, "float16", ("cutlass", "cusparselt"), dev, warmup=2, reps=5,
+                            graph=True, gpu=gpu_info(dev))
     for row in rows:
         assert row["status"] == "ok", row
         assert row["dense_ms"] > 0 and row["sparse_ms"] > 0 and row["max_abs_err"] < 1e-2
@@ -291,13 +352,13 @@ def test_eager_timing_and_cusparselt_search_match_linear():
     dev = torch.device("cuda")
     from torch.sparse import SparseSemiStructuredTensorCUSPARSELT
 
-    w = bench.pruned_weight(512, 256, torch.bfloat16, dev, torch.Generator(dev).manual_seed(0))
+    w = backends.pruned_weight(512, 256, torch.bfloat16, dev, torch.Generator(dev).manual_seed(0))
     x = torch.randn(5, 256, device=dev, dtype=torch.bfloat16)
     sparse = SparseSemiStructuredTensorCUSPARSELT.from_dense(w)
-    alg = bench.cusparselt_alg_id(sparse, x)
+    alg = backends.cusparselt_alg_id(sparse, x)
     out = F.linear(x, SparseSemiStructuredTensorCUSPARSELT.from_dense(w, alg_id=alg))
     torch.testing.assert_close(out, F.linear(x, w), rtol=2e-2, atol=2e-2)
-    assert len(bench.time_calls([lambda: F.linear(x, w)], 1, 4, graph=False)) == 4
+    assert len(timing.time_calls([lambda: F.linear(x, w)], 1, 4, graph=False)) == 4
 
 
 @pytest.mark.gpu
@@ -309,9 +370,9 @@ def test_whole_run_writes_tables_for_a_small_model(tmp_path):
     OPTForCausalLM(OPTConfig(vocab_size=512, hidden_size=256, ffn_dim=1024, num_hidden_layers=2,
                              num_attention_heads=4, max_position_embeddings=256,
                              word_embed_proj_dim=256)).save_pretrained(tmp_path / "opt")
-    e2e = bench.make_e2e_plan("1x64", "2", context=32, new_tokens=4, reps=3)
-    plan = bench.make_plan(models=[str(tmp_path / "opt")], tokens="16,128", dtypes="float16",
-                           backends="cutlass,cusparselt", e2e=e2e)
+    e2e_plan = make_e2e_plan("1x64", "2", context=32, new_tokens=4, reps=3)
+    plan = make_plan(models=[str(tmp_path / "opt")], tokens="16,128", dtypes="float16",
+                           backends="cutlass,cusparselt", e2e=e2e_plan)
     paths = bench.run(plan, str(tmp_path / "out"), warmup=1, reps=3, quiet=True)
     kernels = list(csv.DictReader(paths["kernels.csv"].open()))
     assert len(kernels) == 3 * 2 * 2 and all(r["status"] == "ok" for r in kernels)

@@ -12,7 +12,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "sds_bench"
 
 LAYERS = {
-    "errors": 0, "record": 0, "hookspecs": 0,
+    "errors": 0, "files": 0, "record": 0, "hookspecs": 0,
     "plugin": 1, "sparsity": 1, "stats": 1, "registry": 1,
     "embedded": 1, "embedded.configs": 1, "embedded.corpus": 1,
     "models": 2, "data": 2,
@@ -20,13 +20,15 @@ LAYERS = {
     "pruners": 4, "eval": 4,
     "engine": 5,
     "api": 6, "": 6,
-    "kernels": 7, "embedded.build": 7,
+    "kernels": 7, "kernels.shapes": 7, "kernels.plan": 7, "kernels.gpu": 7, "kernels.timing": 7,
+    "kernels.backends": 7, "kernels.linear": 7, "kernels.e2e": 7, "kernels.report": 7, "kernels.bench": 7,
+    "embedded.build": 7,
     "runner": 8,
-    "report": 9,
+    "report": 9, "report.significance": 9,
     "cli": 10, "testing": 10,
 }
 """Rank of each module (longest dotted prefix below sds_bench; "" is the package's public API); a module may import
-its own rank or below. 0-1 are known to all: errors, records, hook specs, the plugin types and registry, sparsity,
+its own rank or below. 0-1 are known to all: errors, reading user files, records, hook specs, the plugin types and registry, sparsity,
 statistics, and what the embedded models and corpus are (configs, no training code). The layer-wise `passes` sit below
 both the engine and the whole-model pruners (Týr). kernels (the 2:4 benchmark) take model names and shapes, the runner
 drives the engine and evaluators through `api`, report reads what the runner stored, embedded.build trains and

@@ -18,9 +18,11 @@ from sds_bench.plugin import EvalResult, Evaluator, Pruner, parse_options
 from sds_bench.pruners.magnitude import MagnitudeOptions, magnitude
 from sds_bench.registry import registry
 from sds_bench.report.tables import write_report
-from sds_bench.runner import Store, expand, load_suite, plan, run_suite, select
+from sds_bench.runner import Store, execute, expand, load_suite, plan, run_suite, select
 from sds_bench.runner.store import FAILED, OK
 from sds_bench.testing import tiny_opt
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -100,6 +102,13 @@ def rows_of(results, suite="tiny"):
      "nsamples must be a int"),
     ('models = ["m"]\nmethods = [{pruner = "wanda"}]\nsparsities = ["2:4"]\nevaluators = ["perplexity"]', "'name'"),
     ('models = ["m"\n', "not valid TOML"),
+    ('models = ["m"]\nmethods = ["wanda"]\nsparsities = ["2:4"]\nevaluators = ["perplexity"]\nseeds = [0, 0]',
+     "'seeds' must be a non-empty list of distinct integers"),
+    ('models = ["m"]\nmethods = ["wanda"]\nsparsities = ["2:4"]\nevaluators = ["perplexity"]\nseeds = []', "'seeds'"),
+    ('models = ["m"]\nmethods = ["wanda"]\nsparsities = ["2:4"]\nseeds = [0, 1]\n'
+     'evaluators = [{name = "perplexity", seeds = [2]}]', r"evaluators entry 'perplexity': seeds \[2\] are not among"),
+    ('models = ["m"]\nmethods = ["wanda"]\nsparsities = ["2:4"]\nevaluators = ["perplexity"]\ntolerance = {ppl = 1}',
+     "'tolerance' has no key 'ppl'"),
 ])
 def test_bad_suites_name_the_file_and_the_key(tmp_path, body, message):
     path = tmp_path / "bad.toml"
@@ -124,7 +133,9 @@ def test_shipped_suites_expand_to_the_paper_grids():
     assert {(c.calibration.source, c.calibration.nsamples, c.calibration.seqlen) for c in cells if not c.dense} == {
         ("c4", 128, 2048)}
     embedded = expand(load_suite("embedded"))
-    assert len(embedded) == 2 * 2 * (1 + 5 * 3)
+    assert len(embedded) == 2 * (2 + 5 * 3 * (2 + 1 + 1))  # perplexity at seeds 0, 1, 2; zero-shot at seed 0
+    assert {c.seed for c in embedded if c.evaluator == "zeroshot"} == {None, 0}
+    assert {c.seed for c in embedded} == {None, 0, 1, 2} and {c.seed for c in embedded if c.dense} == {None}
     assert {c.model for c in embedded} == {"embedded:opt-tiny", "embedded:llama-tiny"}
     assert {c.evaluator for c in embedded} == {"perplexity", "zeroshot"}
     assert len(expand(load_suite("paper-llama"))) == 3 * (2 + 4 * 3 * 2)
@@ -134,6 +145,16 @@ def test_shipped_suites_expand_to_the_paper_grids():
     assert len(arms) == 6 and {c.pruner for c in arms} == {"tyr", "wanda-sp"}
     for cell in ablation + arms:  # every switch names a real option with a valid value
         parse_options(registry().pruner(cell.pruner), cell.options)
+
+
+def test_the_committed_embedded_record_is_the_shipped_suites_grid():
+    """Every committed row is a cell of today's embedded suite (same key), and every cell of seed 0 has one, so
+    `sds-bench run embedded` resumes it and `sds-bench report embedded` rebuilds its tables; a key change (a field
+    added to the cell definition) shows here. (A record from before seeds holds seed 0 only, named without it.)"""
+    rows = [json.loads(line) for line in (ROOT / "results/embedded/rows.jsonl").read_text().splitlines()]
+    cells = {c.key: c for c in expand(load_suite("embedded"))}
+    assert {c.key for c in cells.values() if c.seed in (None, 0)} <= {r["key"] for r in rows} <= set(cells)
+    assert all(cells[r["key"]].name in (r["cell"]["name"], f"{r['cell']['name']}/seed=0") for r in rows)
 
 
 def test_cell_keys_follow_the_definition_not_the_labels(make_suite):
@@ -146,6 +167,21 @@ def test_cell_keys_follow_the_definition_not_the_labels(make_suite):
     assert [n for n in keys if keys[n] != base[n]] == [n for n in keys if "/magnitude/" in n] != []
     more = {c.name: c.key for c in expand(load_suite(str(make_suite(nsamples=8))))}
     assert [n for n in more if more[n] != base[n]] == [n for n in more if "/dense/" not in n]  # dense: no calibration
+
+
+def test_seeds_make_a_cell_per_seed_and_one_seed_keeps_the_keys(make_suite, corpus):
+    base = {c.key: c.name for c in expand(load_suite(str(make_suite())))}
+    assert {c.key: c.name for c in expand(load_suite(str(make_suite(extra="seeds = [0]"))))} == base
+    restricted = f'{{name = "short", evaluator = "perplexity", options = {{dataset = "file", data_file = "{corpus[1]}", ' \
+                 'seqlen = 16}, seeds = [0]}'
+    cells = expand(load_suite(str(make_suite(extra="seeds = [0, 1, 2]", more_evaluators=[restricted]))))
+    assert {c.key for c in cells} >= set(base)  # seed 0 is the one-seed suite's cells
+    pruned = [c for c in cells if not c.dense]
+    assert len(pruned) == 2 * 2 * (3 + 1) and len(cells) - len(pruned) == 2  # dense once per evaluator
+    assert {c.seed for c in pruned if c.evaluator == "short"} == {0}
+    assert {c.name for c in pruned if c.method == "wanda" and c.pattern == "2:4" and c.evaluator == "perplexity"} == {
+        f"{Path(c.model)}/wanda/2:4/perplexity/seed={s}" for c in cells[:1] for s in (0, 1, 2)}
+    assert {c.seed for c in select(cells, only=["seed=1"])} == {1}
 
 
 def test_rebuilding_a_local_model_makes_new_cells(make_suite, opt_dir):
@@ -205,6 +241,39 @@ def test_interrupted_sweep_resumes_with_only_the_missing_cells(make_suite, resul
     assert (summary.skipped, summary.ok, summary.failed) == (3, 4, 0)
     keys = [r["key"] for r in rows_of(results)]
     assert sorted(keys) == sorted(c.key for c in expand(suite))  # exactly one row per cell
+
+
+def test_interrupted_sweep_with_seeds_resumes_with_only_the_missing_seeds(make_suite, results, monkeypatch):
+    interrupt, real_prune = {"on": False}, execute.api.prune
+
+    def prune(*args, **kwargs):
+        if interrupt["on"]:
+            raise KeyboardInterrupt
+        return real_prune(*args, **kwargs)
+
+    monkeypatch.setattr(execute.api, "prune", prune)
+    suite = load_suite(str(make_suite(methods=("wanda",), sparsities=("2:4",), extra="seeds = [0, 1, 2]")))
+
+    def stop_after_seed_0(row):
+        interrupt["on"] = row["cell"]["name"].endswith("seed=0")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(suite, results, quiet=True, on_row=stop_after_seed_0)
+    assert [r["cell"]["method"] for r in rows_of(results)] == ["dense", "wanda"]
+    interrupt["on"] = False
+    summary = run_suite(suite, results, quiet=True)
+    assert (summary.cells, summary.skipped, summary.ok, summary.failed) == (4, 2, 2, 0)
+    rows = rows_of(results)
+    assert sorted(r["key"] for r in rows) == sorted(c.key for c in expand(suite))
+    assert [r["pruning"]["calibration"]["seed"] for r in rows[1:]] == [0, 1, 2]
+    assert len({r["pruning"]["calibration"]["sha256"] for r in rows[1:]}) == 3  # three calibration draws
+    assert all(r["memory"]["prune_process_peak_rss_mb"] > 0 for r in rows[1:])
+    write_report(suite, results, None)
+    table = pd.read_csv(results / "tiny" / "perplexity.csv").set_index("method")
+    ppl = [r["metrics"]["ppl_file"] for r in rows[1:]]
+    assert table.loc["wanda", "2:4"] == pytest.approx(sum(ppl) / 3) and table.loc["wanda", "2:4 n"] == 3
+    assert table.loc["wanda", "2:4 std"] == pytest.approx(pd.Series(ppl).std(ddof=1))
+    assert table.loc["dense", "2:4 n"] == 1
 
 
 def test_failed_cell_is_recorded_others_continue_and_a_rerun_retries_it(make_suite, results, monkeypatch):
@@ -298,32 +367,45 @@ def test_report_has_the_paper_layout_deltas_sparsity_and_the_papers_numbers(make
         methods=("magnitude", '{name = "sds-magnitude", pruner = "magnitude", options = {exact = true}}', "wanda"),
         more_evaluators=['"fake"'])))
     run_suite(suite, results, quiet=True)
-    baselines = tmp_path / "baselines"
-    baselines.mkdir()
-    pd.DataFrame([{"model": str(opt_dir), "method": "wanda", "sparsity": "2:4", "metric": "ppl_file", "value": 100.0,
-                   "unit": "", "source": "A paper", "location": "Table 9", "version": "v2", "secondary": "no"},
-                  {"model": str(opt_dir), "method": "magnitude", "sparsity": "0.5", "metric": "fake:avg",
-                   "value": 40.0, "unit": "%", "source": "A paper", "location": "Table 8", "version": "v2",
-                   "secondary": "no"}]).to_csv(baselines / "paper.csv", index=False)
-    written = write_report(suite, results, baselines)
-    out = results / "tiny"
-    assert {p.name for p in written} >= {"report.md", "perplexity.csv", "sds_deltas.csv", "sparsity.csv",
-                                         "metrics.csv", "ppl_file.png"}
-    assert (out / "ppl_file.png").read_bytes()[:4] == b"\x89PNG"
     latest = {(r["cell"]["method"], r["cell"]["pattern"], r["cell"]["evaluator"]): r for r in rows_of(results)}
     ppl = lambda m, p: latest[(m, p, "perplexity")]["metrics"]["ppl_file"]  # noqa: E731
+    baselines = tmp_path / "baselines"
+    baselines.mkdir()
+    published = [("wanda", "2:4", "ppl_file", ppl("wanda", "2:4") + 0.5, "", "Table 9"),  # within ±1: reproduced
+                 ("magnitude", "2:4", "ppl_file", ppl("magnitude", "2:4") - 1.5, "", "Table 9"),  # not
+                 ("magnitude", "0.5", "fake:avg", 40.0, "%", "Table 8"),  # ours 0.5: 10 points off
+                 ("wanda", "0.5", "fake:avg", 50.5, "%", "Table 8")]  # 0.5 points off
+    pd.DataFrame([{"model": str(opt_dir), "method": m, "sparsity": sp, "metric": metric, "value": value, "unit": unit,
+                   "source": "A paper", "location": where, "version": "v2", "secondary": "no"}
+                  for m, sp, metric, value, unit, where in published]).to_csv(baselines / "paper.csv", index=False)
+    written = write_report(suite, results, baselines)
+    out = results / "tiny"
+    assert {p.name for p in written} >= {"report.md", "perplexity.csv", "sds_deltas.csv", "cost.csv", "sparsity.csv",
+                                         "metrics.csv", "ppl_file.png", "fake_avg.png"}
+    assert (out / "ppl_file.png").read_bytes()[:4] == b"\x89PNG"
 
     table = pd.read_csv(out / "perplexity.csv").set_index("method")
     assert list(table.index) == ["dense", "magnitude", "sds-magnitude", "wanda"]
-    assert list(table.columns) == ["model", "50%", "2:4", "2:4 paper", "2:4 Δ", "metric"]
-    assert table.loc["wanda", "2:4"] == pytest.approx(ppl("wanda", "2:4"))
-    assert table.loc["wanda", "2:4 paper"] == 100.0
-    assert table.loc["wanda", "2:4 Δ"] == pytest.approx(ppl("wanda", "2:4") - 100.0)
+    assert list(table.columns) == ["model", "50%", "50% n", "2:4", "2:4 n", "2:4 paper", "2:4 Δ", "2:4 reproduced",
+                                   "metric"]  # one seed: no std
+    assert table.loc["wanda", "2:4"] == pytest.approx(ppl("wanda", "2:4")) and table.loc["wanda", "2:4 n"] == 1
+    assert table.loc["wanda", "2:4 Δ"] == pytest.approx(-0.5)
+    assert table["2:4 reproduced"].fillna("").to_dict() == {"dense": "", "magnitude": "no", "sds-magnitude": "",
+                                                            "wanda": "yes"}
     assert table.loc["dense", "50%"] == table.loc["dense", "2:4"] == pytest.approx(ppl("dense", "dense"))
 
-    deltas = pd.read_csv(out / "sds_deltas.csv").query("metric == 'ppl_file'").set_index("method")
-    assert deltas.loc["sds-magnitude − magnitude", "50%"] == pytest.approx(
-        ppl("sds-magnitude", "50%") - ppl("magnitude", "50%"))
+    deltas = pd.read_csv(out / "sds_deltas.csv").set_index(["method", "pattern", "metric"])
+    one = deltas.loc[("sds-magnitude − magnitude", "50%", "ppl_file")]
+    assert one["value"] == pytest.approx(ppl("sds-magnitude", "50%") - ppl("magnitude", "50%")) and one["n"] == 1
+    assert pd.isna(one["low"]) and pd.isna(one["significant"])  # one seed, no stderr: no interval
+    assert {m for m, _, _ in deltas.index} == {"sds-magnitude − magnitude"}
+
+    cost = pd.read_csv(out / "cost.csv").set_index("method")
+    prune = {m: pd.Series([latest[(m, p, "perplexity")]["times"]["prune"] for p in ("50%", "2:4")]).median()
+             for m in ("magnitude", "sds-magnitude")}
+    assert cost.loc["sds-magnitude", "prune s"] == pytest.approx(prune["sds-magnitude"])
+    assert cost.loc["sds-magnitude", "prune s × base"] == pytest.approx(prune["sds-magnitude"] / prune["magnitude"])
+    assert pd.isna(cost.loc["wanda", "prune s × base"]) and cost.loc["wanda", "pruned"] == 2
 
     sparsity = pd.read_csv(out / "sparsity.csv").set_index("method")
     assert "dense" not in sparsity.index and sparsity.loc["wanda", "2:4"] == pytest.approx(0.5)
@@ -333,7 +415,9 @@ def test_report_has_the_paper_layout_deltas_sparsity_and_the_papers_numbers(make
     row = metrics[(metrics["method"] == "magnitude") & (metrics["pattern"] == "50%")].iloc[0]
     assert row["fake:avg paper"] == pytest.approx(0.4) and row["fake:avg Δ"] == pytest.approx(0.1)
     report = (out / "report.md").read_text()
-    assert "## ppl_file" in report and "A paper (v2), Table 9" in report and "SDS-P minus P" in report
+    assert "## ppl_file" in report and "A paper (v2), Table 9" in report and "Refinement minus its base" in report
+    assert "1 of 2 published values reproduced (within ±1 perplexity)" in report
+    assert "1 of 2 published values reproduced (within ±1 accuracy point(s))" in report and "## Cost" in report
     assert "## fake:avg (higher is better)" in report and "## fake:a " not in report  # averages, not every task
 
 
@@ -352,6 +436,10 @@ def test_cli_dry_run_prints_the_grid_with_states(make_suite, results, capsys):
     assert cli.main(["run", str(suite), "--results", str(results), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "5 cells (3 pending, 2 done)" in out and out.count(" done\n") == 2 and out.count(" pending\n") == 3
+    assert cli.main(["run", str(suite), "--results", str(results), "--dry-run", "--seeds", "0,1"]) == 0
+    assert "9 cells (7 pending, 2 done)" in capsys.readouterr().out  # seed 0 is the cells run above
+    assert cli.main(["run", str(suite), "--results", str(results), "--dry-run", "--seeds", "0,0"]) == 2
+    assert "'seeds' must be a non-empty list of distinct integers" in capsys.readouterr().err
     assert cli.main(["run", "paper-opt", "--results", str(results), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "104 cells" in out and "facebook/opt-2.7b" in out and "sds-sparsegpt" in out and "4:8" in out

@@ -12,9 +12,10 @@ from transformers import OPTConfig, OPTForCausalLM
 import sds_bench
 from sds_bench.api import resolve_base
 from sds_bench.cli import main
+from sds_bench.engine import apply_pruner
 from sds_bench.errors import UserError
-from sds_bench.plugin import parse_options
-from sds_bench.pruners.sds import Objective, SDSOptions, error, largest_eigenvalue, needs, redense
+from sds_bench.plugin import Pruner, parse_options
+from sds_bench.pruners.sds import Objective, SDSOptions, error, largest_eigenvalue, needs, redense, solve
 from sds_bench.registry import registry
 from sds_bench.sparsity import Sparsity, satisfies
 from sds_bench.stats import COL_SQ, DENSE_GRAM, GRAM, Accumulator, LayerStats
@@ -46,7 +47,7 @@ def run(weight, stats, pattern="2:4", base="sparsegpt", **options):
 def redensed(weight, stats, optimizer="gd", **options):
     """Step 2 alone, from the magnitude-pruned weight: W_s and W_re."""
     W_s = weight.masked_fill(weight.abs() < weight.abs().median(), 0)
-    return W_s, redense(W_s, Objective(weight, stats.gram, stats.nsamples, SDSOptions(**options), optimizer))
+    return W_s, redense(W_s, Objective(weight, stats.gram, stats.nsamples, SDSOptions(**options), optimizer))[0]
 
 
 @pytest.mark.parametrize("method", ["sds-sparsegpt", "sds-wanda", "sds-magnitude", "sds"])
@@ -112,6 +113,23 @@ def test_record_and_p_only_is_p():
     assert list(record["sds_error"]) == ["initial_prune", "final"]
 
 
+def test_solver_options_and_recorded_iterations():
+    W_d, stats, _ = layer()
+    _, fast = run(W_d, stats, solver="fast")
+    _, plain = run(W_d, stats)
+    assert plain["sds_iterations"] == {"redense": 200, "adjust": 201}
+    assert fast["sds_iterations"]["redense"] <= 20 and fast["sds_iterations"]["adjust"] <= 62
+    assert run(W_d, stats, solver="fast", fast_iterations="5", polish="0")[1]["sds_iterations"]["adjust"] == 6
+    assert run(W_d, stats, solver="fast", optimizer="adam")[1]["sds_iterations"]["redense"] == 200  # not fast's optimiser: plain
+    assert fast["sds_error"]["adjust"] <= fast["sds_error"]["second_prune"]
+
+
+def test_adjust_refit_never_raises_the_error():
+    W_d, stats, _ = layer()
+    errors = run(W_d, stats, redense="false", fast_iterations="0")[1]["sds_error"]
+    assert errors["adjust"] < errors["second_prune"]
+
+
 def test_skipping_each_step():
     W_d, stats, _ = layer()
     default, _ = run(W_d, stats)
@@ -136,7 +154,7 @@ def test_adjust_size_threshold():
 @pytest.mark.parametrize("optimizer", ["adam", "gd", "sgd"])
 def test_adjust_never_ends_worse_than_it_starts(optimizer):
     W_d, stats, _ = layer()
-    errors = run(W_d, stats, redense="false", adjust_optimizer=optimizer, lr="30")[1]["sds_error"]
+    errors = run(W_d, stats, redense="false", adjust_optimizer=optimizer, lr="30", solver="plain")[1]["sds_error"]
     assert errors["adjust"] <= errors["second_prune"]
 
 
@@ -180,12 +198,12 @@ def test_iterations_lr_and_optimizer():
     assert error(redensed(W_d, stats, optimizer="sgd", iterations=5)[1], W_d, stats.gram) > 1e3 * error(
         W_s, W_d, stats.gram)
     with pytest.raises(UserError, match="diverged"):
-        run(W_d, stats, optimizer="sgd", iterations="1000")
+        run(W_d, stats, optimizer="sgd", iterations="1000", solver="plain")
 
 
 def test_keep_better():
     W_d, stats, _ = layer()
-    diverging = {"optimizer": "sgd", "iterations": "3", "adjust": "false"}
+    diverging = {"optimizer": "sgd", "iterations": "3", "adjust": "false", "solver": "plain"}
     worse, record = run(W_d, stats, **diverging)
     assert record["sds_error"]["second_prune"] > record["sds_error"]["initial_prune"]
     kept, record = run(W_d, stats, keep_better="true", **diverging)
@@ -269,3 +287,40 @@ def test_sds_beats_its_base_on_a_trained_model():
             assert totals["SDS-P without step 4"] < 0.8 * totals["P"], (base, totals)  # the paper's path from 3B on
     finally:
         torch.set_num_threads(threads)
+
+
+def trained_layers(pattern: str) -> list[tuple[torch.Tensor, LayerStats]]:
+    """Every Linear of the embedded trained OPT with its LayerStats, as the engine gathers them under SparseGPT."""
+    model, tokenizer = sds_bench.load_model("embedded:opt-tiny")
+    sparsegpt = registry().pruner("sparsegpt")
+    captured = []
+
+    def capture(weight, stats, sparsity, options):
+        captured.append((weight.clone(), copy.copy(stats)))
+        return sparsegpt.prune(weight, stats, sparsity, parse_options(sparsegpt, {}))
+
+    calibration = sds_bench.calibration("embedded", tokenizer, 64, 128, 0)
+    apply_pruner(model, Pruner("capture", "", prune=capture, needs=(GRAM,)), pattern, calibration.tokens, quiet=True)
+    return captured
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pattern", ["2:4", "0.5"])
+def test_fast_solver_reaches_the_plain_error_on_trained_layers(pattern):
+    """Summed over the trained model's layers, steps 2 and 4 of solver fast end at most at plain's error, from the same
+    start, with under a third of its products."""
+    sparsity, sparsegpt = Sparsity.parse(pattern), registry().pruner("sparsegpt")
+    totals = {(s, k): 0.0 for s in ("plain", "fast") for k in ("redense", "adjust", "products")}
+    for W_d, stats in trained_layers(pattern):
+        W_s = sparsegpt.prune(W_d, stats, sparsity, parse_options(sparsegpt, {}))
+        W_2 = sparsegpt.prune(redense(W_s, Objective(W_d, stats.gram, stats.nsamples, SDSOptions(), "gd"))[0], stats,
+                              sparsity, parse_options(sparsegpt, {}))
+        for solver in ("plain", "fast"):
+            options = SDSOptions(solver=solver)
+            for step, start, optimizer in (("redense", W_s, "gd"), ("adjust", W_2, "adam")):
+                W, products = solve(step, start, Objective(W_d, stats.gram, stats.nsamples, options, optimizer), sparsity)
+                totals[solver, step] += error(W, W_d, stats.gram)
+                totals[solver, "products"] += products
+    assert totals["fast", "redense"] <= totals["plain", "redense"], totals
+    assert totals["fast", "adjust"] <= totals["plain", "adjust"], totals
+    assert totals["fast", "products"] < totals["plain", "products"] / 3, totals

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from sds_bench import files
 from sds_bench.errors import UserError
 from sds_bench.record import write_atomic
 
@@ -21,8 +21,14 @@ def layer_histograms(run_dir: str | Path) -> dict[str, dict]:
     path = Path(run_dir) / "pruning.json"
     if not path.is_file():
         raise UserError(f"{str(path)!r} does not exist: give the directory a prune run wrote")
-    layers = json.loads(path.read_text()).get("layers", {})
+    record = files.read_json(path, "pruning record")
+    layers = record.get("layers") if isinstance(record, dict) else None
+    if not isinstance(layers, dict) or not all(isinstance(layer, dict) for layer in layers.values()):
+        raise UserError(f"{str(path)!r} is not a pruning record: it needs an object 'layers' of per-layer objects")
     found = {name: layer["sds_histograms"] for name, layer in layers.items() if "sds_histograms" in layer}
+    for name, hist in found.items():
+        if not isinstance(hist, dict) or not {"range", "bins", "stages"} <= hist.keys():
+            raise UserError(f"{str(path)!r}: the weight histograms of layer {name!r} are malformed")
     if not found:
         raise UserError(f"{str(path)!r} holds no weight histograms: prune with an SDS method, whose option "
                         "histograms=GLOB chooses the layers (default: block 0)")

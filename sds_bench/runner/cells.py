@@ -1,9 +1,11 @@
-"""The grid of a suite: a cell per (model, method, sparsity, evaluator) and a dense cell per (model, evaluator).
+"""The grid of a suite: a cell per (model, method, sparsity, calibration seed, evaluator) and a dense cell per
+(model, evaluator), evaluated once (it reads no calibration).
 
 A cell's key hashes everything that defines its result (model, and for a local or embedded model the sha256 of its
 files; dtype, device, batch size, pruner and options, sparsity, calibration, evaluator and options) and nothing
 that only names it (the method and evaluator labels), so renaming a row of a table keeps its results, and changing
-any setting, or rebuilding a local model, makes a new cell.
+any setting, or rebuilding a local model, makes a new cell. A suite of one seed has the cells (and keys) it had
+before seeds existed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from sds_bench.runner.suite import CalibrationSpec, EvaluatorSpec, RunSpec, Suit
 from sds_bench.sparsity import Sparsity
 
 DENSE = "dense"
-FILTER_FIELDS = ("model", "method", "sparsity", "evaluator")
+FILTER_FIELDS = ("model", "method", "sparsity", "evaluator", "seed")
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,17 @@ class Cell:
     evaluator_plugin: str
     eval_options: dict[str, Any]
     run: RunSpec
+    show_seed: bool = False
+    """Whether the name ends in the seed (in a suite of several seeds); a label, not part of the key."""
 
     @property
     def dense(self) -> bool:
         return self.pruner is None
+
+    @property
+    def seed(self) -> int | None:
+        """The calibration seed of a pruned cell; None for a dense one."""
+        return self.calibration.seed if self.calibration else None
 
     @property
     def pattern(self) -> str:
@@ -53,12 +62,14 @@ class Cell:
 
     @property
     def name(self) -> str:
-        return f"{self.model}/{self.method}/{self.pattern}/{self.evaluator}"
+        seed = f"/seed={self.seed}" if self.show_seed and self.seed is not None else ""
+        return f"{self.model}/{self.method}/{self.pattern}/{self.evaluator}{seed}"
 
     def prune_definition(self) -> dict[str, Any]:
         """What defines the pruned model: shared by the cells that differ only in their evaluator."""
         run = dataclasses.asdict(self.run)
         run.pop("offload")  # where activations wait changes memory, not results
+        run.pop("trust_remote_code")  # a permission, not a setting of the result
         return {"model": self.model, "model_sha256": self.model_sha256, **run, "pruner": self.pruner,
                 "options": self.options,
                 "sparsity": self.sparsity,
@@ -88,15 +99,18 @@ def model_label(model: str) -> str:
 
 
 def expand(suite: Suite) -> list[Cell]:
-    """Every cell of the suite, model by model: the dense cells first, then method x sparsity x evaluator."""
+    """Every cell of the suite, model by model: the dense cells first, then seed x method x sparsity x evaluator
+    (each evaluator at its own seeds), so that an interrupted sweep has whole seeds."""
     cells = []
     for model in suite.models:
         sha = model_sha256(model)
         if suite.dense:
-            cells += [_cell(suite, model, sha, None, None, ev) for ev in suite.evaluators]
-        for method in suite.methods:
-            for sparsity in suite.sparsities:
-                cells += [_cell(suite, model, sha, method, sparsity, ev) for ev in suite.evaluators]
+            cells += [_cell(suite, model, sha, None, None, ev, None) for ev in suite.evaluators]
+        for seed in suite.seeds:
+            evaluators = [ev for ev in suite.evaluators if ev.seeds is None or seed in ev.seeds]
+            for method in suite.methods:
+                for sparsity in suite.sparsities:
+                    cells += [_cell(suite, model, sha, method, sparsity, ev, seed) for ev in evaluators]
     seen: dict[str, Cell] = {}
     for cell in cells:
         if (other := seen.setdefault(cell.key, cell)) is not cell:
@@ -104,10 +118,12 @@ def expand(suite: Suite) -> list[Cell]:
     return cells
 
 
-def _cell(suite: Suite, model: str, sha: str | None, method, sparsity: str | None, ev: EvaluatorSpec) -> Cell:
+def _cell(suite: Suite, model: str, sha: str | None, method, sparsity: str | None, ev: EvaluatorSpec,
+          seed: int | None) -> Cell:
     return Cell(model, sha, method.name if method else DENSE, method.pruner if method else None,
-                method.options if method else {}, sparsity, suite.calibration if method else None,
-                ev.name, ev.evaluator, ev.options, suite.run)
+                method.options if method else {}, sparsity,
+                dataclasses.replace(suite.calibration, seed=seed) if method else None,
+                ev.name, ev.evaluator, ev.options, suite.run, show_seed=len(suite.seeds) > 1)
 
 
 def model_sha256(model: str) -> str | None:
@@ -150,10 +166,11 @@ def select(cells: list[Cell], only: list[str] | None = None, exclude: list[str] 
 
 def matches(cell: Cell, glob: str) -> bool:
     """A glob on the method, model, sparsity or evaluator ('sds-*', 'opt-*', '2:4', '50%'), or on one field
-    ('method=wanda*'), or on the cell's name 'model/method/pattern/evaluator'."""
+    ('method=wanda*', 'seed=1'), or on the cell's name 'model/method/pattern/evaluator[/seed=S]'."""
     field, sep, pattern = glob.partition("=")
     values = {"model": [cell.model, model_label(cell.model)], "method": [cell.method],
-              "sparsity": [cell.pattern, cell.sparsity or DENSE], "evaluator": [cell.evaluator]}
+              "sparsity": [cell.pattern, cell.sparsity or DENSE], "evaluator": [cell.evaluator],
+              "seed": [] if cell.seed is None else [str(cell.seed)]}
     if sep:
         if field not in values:
             raise UserError(f"bad filter {glob!r}: the field must be one of {', '.join(FILTER_FIELDS)}")

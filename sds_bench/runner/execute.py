@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from sds_bench import api, data
 from sds_bench.errors import UserError
-from sds_bench.models import check_reachable, load_model, resolve_device
+from sds_bench.models import check_reachable, hub_revision, load_model, resolve_device
 from sds_bench.plugin import parse_options
 from sds_bench.record import environment
 from sds_bench.registry import registry
@@ -106,11 +106,12 @@ def preflight(cells: list[Cell]) -> None:
 def run_group(cells: list[Cell], save_dir: Path | None = None,
               calibrations: dict[str, data.Calibration] | None = None) -> Iterator[dict[str, Any]]:
     """Load the group's model, prune it once (unless dense), then evaluate it once per cell: one row per cell."""
-    first, times = cells[0], {}
+    first, times, memory = cells[0], {}, {}
     calibrations = {} if calibrations is None else calibrations
     device = resolve_device(first.run.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    _reset_peak_rss()
     try:
         pruner = None if first.dense else registry().pruner(first.pruner)
         started = time.perf_counter()
@@ -120,8 +121,7 @@ def run_group(cells: list[Cell], save_dir: Path | None = None,
         times["load"] = time.perf_counter() - started
         if model_sha256(first.model) != first.model_sha256:
             raise UserError(f"the files of model {first.model!r} changed since this sweep started; run it again")
-        info = {"id": first.model, "revision": getattr(model.config, "_commit_hash", None),
-                "sha256": first.model_sha256}
+        info = {"id": first.model, "revision": hub_revision(first.model), "sha256": first.model_sha256}
         record = None
         if pruner is not None:
             calib = _calibration(first, model, tokenizer, calibrations, times) if _needs_calibration(first) else None
@@ -129,23 +129,24 @@ def run_group(cells: list[Cell], save_dir: Path | None = None,
                                options=first.options, device=str(device), offload=first.run.offload,
                                batch_size=first.run.batch_size, quiet=True)
             times["prune"] = record["wall_seconds"]
+            memory = {f"prune_{k}": v for k, v in _peak_memory(device).items()}
             model.to(device)
             if save_dir is not None:
                 slug = f"{model_label(first.model)}-{first.method}-{Sparsity.parse(first.sparsity).slug}"
                 api.save_pruned(model, tokenizer, {**record, "model": first.model}, save_dir / slug, overwrite=True)
     except Exception as e:
         for cell in cells:
-            yield _row(cell, FAILED, times, device, error=e)
+            yield _row(cell, FAILED, times, device, memory, error=e)
         return
     pruning = {**record, "layers": len(record["layers"])} if record else None  # per-layer detail: --save-models
     for cell in cells:
         try:
             started = time.perf_counter()
             result = api.evaluate(model, tokenizer, cell.evaluator_plugin, _eval_options(cell))
-            yield _row(cell, OK, {**times, "eval": time.perf_counter() - started}, device, model=info,
+            yield _row(cell, OK, {**times, "eval": time.perf_counter() - started}, device, memory, model=info,
                        pruning=pruning, evaluation=dataclasses.asdict(result))
         except Exception as e:
-            yield _row(cell, FAILED, times, device, model=info, pruning=pruning, error=e)
+            yield _row(cell, FAILED, times, device, memory, model=info, pruning=pruning, error=e)
 
 
 def group_rows(cells: list[Cell], save_dir: Path | None = None) -> list[dict[str, Any]]:
@@ -180,7 +181,7 @@ def _submitit_rows(groups: list[list[Cell]], folder: Path, cluster: str | None, 
                 yield from job.result()
             except Exception as e:  # the job itself died (killed, out of memory, timed out)
                 for cell in group_of[id(job)]:
-                    yield _row(cell, FAILED, {}, None, error=e)
+                    yield _row(cell, FAILED, {}, None, {}, error=e)
     finally:
         for job in jobs:
             if not job.done():
@@ -214,9 +215,11 @@ def _eval_options(cell: Cell) -> dict[str, Any]:
     return {**({"quiet": True} if "quiet" in fields else {}), **cell.eval_options}
 
 
-def _row(cell: Cell, status: str, times: dict[str, float], device: torch.device | None, model: dict | None = None,
-         pruning: dict | None = None, evaluation: dict | None = None, error: BaseException | None = None) -> dict:
-    """A store row: the cell's definition and labels, what was measured, and where and when."""
+def _row(cell: Cell, status: str, times: dict[str, float], device: torch.device | None, memory: dict[str, float],
+         model: dict | None = None, pruning: dict | None = None, evaluation: dict | None = None,
+         error: BaseException | None = None) -> dict:
+    """A store row: the cell's definition and labels, what was measured (`memory`: the peaks at the end of the
+    prune), and where and when."""
     return {
         "key": cell.key, "status": status,
         "cell": {"name": cell.name, "model": cell.model, "method": cell.method, "pattern": cell.pattern,
@@ -224,16 +227,27 @@ def _row(cell: Cell, status: str, times: dict[str, float], device: torch.device 
         "model": model, "pruning": pruning,
         "measured_sparsity": pruning["measured_sparsity"] if pruning else None,
         "evaluation": evaluation, "metrics": evaluation["metrics"] if evaluation else {},
-        "times": times, "memory": _peak_memory(device),
+        "times": times, "memory": {**_peak_memory(device), **memory},
         "error": f"{type(error).__name__}: {error}" if error else None,
         "traceback": "".join(traceback.format_exception(error)) if error else None,
         "environment": environment(device), "finished": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
+def _reset_peak_rss() -> None:
+    """Start this process's peak resident memory afresh (Linux: /proc/self/clear_refs), so that the peak a row records
+    is its group's, from the model's load on; elsewhere the peak stays the whole process's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 def _peak_memory(device: torch.device | None) -> dict[str, float]:
-    """Peak resident memory of this process so far, and the peak CUDA allocation since the group started."""
+    """Peak resident memory of this process since the group started (on Linux; else since the process started), and
+    the peak CUDA allocation since the group started."""
     out = {"process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if device is not None and device.type == "cuda":
         out["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out
+

@@ -9,11 +9,13 @@ A suite is a shipped name (``sds_bench/suites/NAME.toml``) or a path to a TOML f
                {name = "sparsegpt-b64", pruner = "sparsegpt", options = {blocksize = 64}}]
     sparsities = ["50%", "2:4", "4:8"]
     dense = true                          # also evaluate each unpruned model (one "dense" cell per model)
+    seeds = [0, 1, 2]                     # calibration draws, each its own cell (default: [calibration] seed)
+    tolerance = {perplexity = 1.0, accuracy = 1.0}  # reproduced when |ours - paper| <= this (accuracy in points)
 
     [calibration]                         # source, nsamples, seqlen (default: model context, max 2048), seed
     source = "embedded"
 
-    [[evaluators]]                        # name, evaluator (default: name), options
+    [[evaluators]]                        # name, evaluator (default: name), options, seeds (a subset of seeds)
     name = "perplexity"
     options = {dataset = "embedded", seqlen = 128}
 
@@ -22,11 +24,18 @@ A suite is a shipped name (``sds_bench/suites/NAME.toml``) or a path to a TOML f
 
     [submitit]                            # parameters of submitit.AutoExecutor for --executor submitit
     timeout_min = 240
+
+Overrides (``sds-bench run SUITE --set KEY=VALUE``) change one dotted key before validation: ``calibration.nsamples=8``,
+``run.device=cpu``, ``sparsities=["2:4"]``; a method or evaluator entry is addressed by its name,
+``evaluators.perplexity.options.max_windows=4``, ``methods.sds-wanda.options.iterations=20``. Values are TOML
+(``8``, ``true``, ``["2:4"]``); a bare word that is not TOML is a string (``cpu``).
 """
 
 from __future__ import annotations
 
+import copy
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -35,7 +44,7 @@ import torch
 
 from sds_bench.api import resolve_base
 from sds_bench.engine import OFFLOAD
-from sds_bench.errors import UserError
+from sds_bench.errors import UserError, at_least
 from sds_bench.models import DTYPES
 from sds_bench.plugin import parse_options
 from sds_bench.registry import registry
@@ -43,7 +52,7 @@ from sds_bench.sparsity import Sparsity
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 TOP_LEVEL = {"name", "description", "models", "methods", "sparsities", "dense", "calibration", "evaluators", "run",
-             "submitit"}
+             "submitit", "seeds", "tolerance"}
 
 
 @dataclass(frozen=True)
@@ -57,11 +66,13 @@ class MethodSpec:
 
 @dataclass(frozen=True)
 class EvaluatorSpec:
-    """A label, the registered evaluator it runs, and that evaluator's options (the evaluation protocol)."""
+    """A label, the registered evaluator it runs, that evaluator's options (the evaluation protocol), and the
+    calibration seeds it evaluates (None: every seed of the suite)."""
 
     name: str
     evaluator: str
     options: dict[str, Any] = field(default_factory=dict)
+    seeds: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,15 @@ class CalibrationSpec:
     nsamples: int = 128
     seqlen: int | None = None
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class ToleranceSpec:
+    """How far our value may be from the published one and still count as reproduced: perplexity in perplexity, any
+    other metric (accuracies, reported as fractions) in percentage points."""
+
+    perplexity: float = 1.0
+    accuracy: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +120,8 @@ class Suite:
     dense: bool = True
     description: str = ""
     submitit: dict[str, Any] = field(default_factory=dict)
+    seeds: tuple[int, ...] = (0,)
+    tolerance: ToleranceSpec = ToleranceSpec()
 
 
 def available_suites() -> list[str]:
@@ -119,14 +141,63 @@ def suite_path(name: str) -> Path:
     return SUITES_DIR / f"{name}.toml"
 
 
-def load_suite(name: str) -> Suite:
-    """Read and validate a suite, naming the file and the offending key on any error."""
+def load_suite(name: str, overrides: Sequence[str] = ()) -> Suite:
+    """Read a suite, apply the KEY=VALUE overrides, and validate the result whole, naming the file and the offending
+    key on any error."""
     path = suite_path(name)
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: not valid TOML: {e}") from None
+    for setting in overrides:
+        raw = with_override(raw, setting)
     return suite_from_dict(raw, path)
+
+
+def with_override(raw: dict[str, Any], setting: str) -> dict[str, Any]:
+    """A copy of the suite dict `raw` with one dotted KEY=VALUE set (see the module docstring for the syntax)."""
+    key, sep, text = setting.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(p.strip() for p in parts):
+        raise UserError(f"bad --set {setting!r}: use KEY=VALUE with a dotted KEY, e.g. calibration.nsamples=8")
+    if parts[0] not in TOP_LEVEL:
+        raise UserError(f"bad --set {setting!r}: unknown key {parts[0]!r}; known: {', '.join(sorted(TOP_LEVEL))}")
+    out = copy.deepcopy(raw)
+    node: Any = out
+    for depth, part in enumerate(parts[:-1]):
+        node = _child(node, part.strip(), ".".join(parts[: depth + 1]), setting)
+    if not isinstance(node, dict):
+        raise UserError(f"bad --set {setting!r}: {'.'.join(parts[:-1])} is not a table")
+    node[parts[-1].strip()] = toml_value(text.strip())
+    return out
+
+
+def toml_value(text: str) -> Any:
+    """A value as TOML reads it (8 -> int, true -> bool, ["2:4"] -> list), else the text itself as a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _child(node: Any, part: str, where: str, setting: str) -> Any:
+    """The table at `part` below `node`, created when absent; in a list of methods or evaluators, the entry named
+    `part` (a bare name becomes a table {name = ...} so that its options can be set)."""
+    if isinstance(node, dict):
+        if not isinstance(node.setdefault(part, {}), (dict, list)):
+            raise UserError(f"bad --set {setting!r}: {where} is a {type(node[part]).__name__}, not a table")
+        return node[part]
+    if isinstance(node, list):
+        names = [item if isinstance(item, str) else item.get("name") if isinstance(item, dict) else None
+                 for item in node]
+        if part not in names:
+            raise UserError(f"bad --set {setting!r}: no entry named {part!r} in {where.rsplit('.', 1)[0]}; "
+                            f"entries: {', '.join(map(str, names))}")
+        i = names.index(part)
+        if isinstance(node[i], str):
+            node[i] = {"name": part}
+        return node[i]
+    raise UserError(f"bad --set {setting!r}: {where.rsplit('.', 1)[0]} is not a table")
 
 
 def suite_from_dict(raw: dict[str, Any], path: Path) -> Suite:
@@ -154,6 +225,8 @@ def _validated(suite: Suite) -> Suite:
             raise UserError(f"methods entry {method.name!r}: {e}") from None
     for ev in suite.evaluators:
         try:
+            if ev.seeds is not None and (stray := sorted(set(ev.seeds) - set(suite.seeds))):
+                raise UserError(f"seeds {stray} are not among the suite's seeds {list(suite.seeds)}")
             parse_options(registry().evaluator(ev.evaluator), ev.options)
         except UserError as e:
             raise UserError(f"evaluators entry {ev.name!r}: {e}") from None
@@ -170,12 +243,10 @@ def _check_name(name: str) -> None:
 
 def _check_settings(calibration: CalibrationSpec, run: RunSpec) -> None:
     """The numbers and names of [calibration] and [run] that TOML's types alone do not check."""
-    if calibration.nsamples < 1:
-        raise UserError(f"[calibration] nsamples must be >= 1; got {calibration.nsamples}")
-    if calibration.seqlen is not None and calibration.seqlen < 1:
-        raise UserError(f"[calibration] seqlen must be >= 1; got {calibration.seqlen}")
-    if run.batch_size < 1:
-        raise UserError(f"[run] batch_size must be >= 1; got {run.batch_size}")
+    at_least("[calibration] nsamples", calibration.nsamples)
+    if calibration.seqlen is not None:
+        at_least("[calibration] seqlen", calibration.seqlen)
+    at_least("[run] batch_size", run.batch_size)
     if run.offload not in OFFLOAD:
         raise UserError(f"[run] offload must be one of {', '.join(OFFLOAD)}; got {run.offload!r}")
     if run.dtype != "auto" and run.dtype not in DTYPES:
@@ -194,6 +265,7 @@ def _parse(raw: dict[str, Any], path: Path) -> Suite:
         if not isinstance(raw.get(key), list) or not raw[key]:
             raise UserError(f"{key!r} must be a non-empty list")
     sparsities = tuple(str(Sparsity.parse(s)) for s in raw["sparsities"])
+    calibration = _section(raw, "calibration", CalibrationSpec)
     return Suite(
         name=_typed(raw, "name", str, path.stem), path=path,
         models=_unique(tuple(_string(m, "models") for m in raw["models"]), "models"),
@@ -201,9 +273,10 @@ def _parse(raw: dict[str, Any], path: Path) -> Suite:
         sparsities=_unique(sparsities, "sparsities"),
         evaluators=_unique(tuple(_plugin_spec(e, "evaluators", "evaluator", EvaluatorSpec) for e in raw["evaluators"]),
                            "evaluators"),
-        calibration=_section(raw, "calibration", CalibrationSpec), run=_section(raw, "run", RunSpec),
+        calibration=calibration, run=_section(raw, "run", RunSpec),
         dense=_typed(raw, "dense", bool, True), description=_typed(raw, "description", str, ""),
         submitit=_typed(raw, "submitit", dict, {}),
+        seeds=_seeds(raw.get("seeds", [calibration.seed]), "'seeds'"), tolerance=_tolerance(raw),
     )
 
 
@@ -213,9 +286,30 @@ def _plugin_spec(item: Any, key: str, plugin_key: str, spec: type) -> Any:
         return spec(item, item, {})
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise UserError(f"each entry of {key!r} must be a name or a table with a 'name'; got {item!r}")
-    if unknown := set(item) - {"name", plugin_key, "options"}:
+    known = {"name", plugin_key, "options", *(["seeds"] if spec is EvaluatorSpec else [])}
+    if unknown := set(item) - known:
         raise UserError(f"{key} entry {item['name']!r}: unknown key(s) {', '.join(sorted(unknown))}")
-    return spec(item["name"], _typed(item, plugin_key, str, item["name"]), _typed(item, "options", dict, {}))
+    seeds = {"seeds": _seeds(item["seeds"], f"{key} entry {item['name']!r}: seeds")} if "seeds" in item else {}
+    return spec(item["name"], _typed(item, plugin_key, str, item["name"]), _typed(item, "options", dict, {}), **seeds)
+
+
+def _seeds(value: Any, where: str) -> tuple[int, ...]:
+    """A non-empty list of distinct calibration seeds, integers >= 0 (`seeds` replaces [calibration] seed)."""
+    if (not isinstance(value, list) or not value or len(set(value)) != len(value)
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)):
+        raise UserError(f"{where} must be a non-empty list of distinct integers >= 0; got {value!r}")
+    return tuple(value)
+
+
+def _tolerance(raw: dict[str, Any]) -> ToleranceSpec:
+    """The `tolerance` table: a number >= 0 for perplexity and for accuracy (points)."""
+    values = _typed(raw, "tolerance", dict, {})
+    for k, v in values.items():
+        if k not in ToleranceSpec.__dataclass_fields__:
+            raise UserError(f"'tolerance' has no key {k!r}; known: {', '.join(ToleranceSpec.__dataclass_fields__)}")
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0:
+            raise UserError(f"'tolerance' {k} must be a number >= 0; got {v!r}")
+    return ToleranceSpec(**{k: float(v) for k, v in values.items()})
 
 
 def _section(raw: dict[str, Any], key: str, spec: type) -> Any:
