@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from sds_bench import embedded, files
@@ -83,8 +82,6 @@ def calibration(source: str, tokenizer=None, nsamples: int = 128, seqlen: int = 
 def load_token_file(path: Path) -> torch.Tensor:
     """An int64 [N, L] token array from .pt (weights_only) or .npy, checked for dtype and shape."""
     tokens = files.read_token_array(path)
-    if isinstance(tokens, np.ndarray):
-        tokens = torch.from_numpy(tokens)
     if not isinstance(tokens, torch.Tensor) or tokens.dtype != torch.int64 or tokens.dim() != 2:
         what = f"{tokens.dtype} {list(tokens.shape)}" if isinstance(tokens, torch.Tensor) else type(tokens).__name__
         raise UserError(f"token file {str(path)!r} must hold an int64 array of shape [N, L]; got {what}")

@@ -67,8 +67,9 @@ def read_jsonl(path: str | Path, field: str = "text", what: str = "data file") -
     return rows
 
 
-def read_token_array(path: str | Path) -> torch.Tensor | np.ndarray | Any:
-    """What a .pt (torch.save, tensors only) or .npy (no object arrays) token file holds, never unpickling code."""
+def read_token_array(path: str | Path) -> Any:
+    """What a .pt (torch.save, tensors only) or .npy (no object arrays, as a tensor) token file holds, never
+    unpickling code."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"calibration file {str(path)!r} does not exist")
@@ -77,9 +78,9 @@ def read_token_array(path: str | Path) -> torch.Tensor | np.ndarray | Any:
         if not head.startswith(NUMPY):
             raise UserError(f"token file {str(path)!r} is not a .npy file (save one with numpy.save)")
         try:
-            return np.load(path, allow_pickle=False)
-        except ValueError as e:
-            raise UserError(f"token file {str(path)!r} holds Python objects, not numbers ({first_line(e)})") from None
+            return torch.from_numpy(np.load(path, allow_pickle=False))
+        except (ValueError, TypeError) as e:  # object arrays (ValueError), strings and other non-numbers (TypeError)
+            raise UserError(f"token file {str(path)!r} holds objects or text, not numbers ({first_line(e)})") from None
     if not head.startswith((TORCH_ZIP, PICKLE)):
         raise UserError(f"token file {str(path)!r} is not a file torch.save wrote")
     try:
