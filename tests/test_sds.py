@@ -115,8 +115,8 @@ def test_record_and_p_only_is_p():
 
 def test_solver_options_and_recorded_iterations():
     W_d, stats, _ = layer()
-    _, fast = run(W_d, stats, solver="fast")
-    _, plain = run(W_d, stats)
+    _, fast = run(W_d, stats)
+    _, plain = run(W_d, stats, solver="plain")
     assert plain["sds_iterations"] == {"redense": 200, "adjust": 201}
     assert fast["sds_iterations"]["redense"] <= 20 and fast["sds_iterations"]["adjust"] <= 62
     assert run(W_d, stats, solver="fast", fast_iterations="5", polish="0")[1]["sds_iterations"]["adjust"] == 6
