@@ -15,7 +15,8 @@ the paper's, 128 sequences of 2048 tokens.
 --shape times one decoder block of OPT-125M or LLaMA-7B at its exact Linear shapes, random weights and a Gram from
 synthetic activations (heavy-tailed channel scales and a shared low-rank part), each piece by the project's own
 functions: the calibration forward passes (the engine's two per block, on --sequences of the 2048-token sequences and
-scaled linearly to 128), the Gram accumulation (one per Linear, as the engine does), the SparseGPT solve, and each SDS
+scaled linearly to 128), the Gram accumulation (one per distinct input, as the engine shares it among q/k/v and
+gate/up), the SparseGPT solve, and each SDS
 step with both solvers; then the whole-model ratio SDS-SparseGPT / SparseGPT at 128 x 2048 tokens, with the FLOPs
 behind every figure; with --repeats R each piece's least time of R runs. With --timed-iterations K, each step's iterations are timed K at a time and scaled to the count
 the solver runs (printed as scaled); the default runs every iteration at opt-125m and scales at llama-7b. Linears of
@@ -42,7 +43,7 @@ from sds_bench.plugin import parse_options
 from sds_bench.pruners import sds
 from sds_bench.registry import registry
 from sds_bench.sparsity import Sparsity
-from sds_bench.stats import GRAM, Accumulator, LayerStats
+from sds_bench.stats import BUILTIN, GRAM, Accumulator, LayerStats
 
 PAPER_TOKENS = (128, 2048)
 """The paper's calibration: 128 sequences of 2048 tokens."""
@@ -134,7 +135,7 @@ def _forward(shape: Shape, sequences: int, repeats: int) -> tuple[float, float]:
     tokens = torch.randint(0, 512, (sequences, PAPER_TOKENS[1]), generator=torch.Generator().manual_seed(0))
     inputs, kwargs = capture_block_inputs(model, tokens, torch.device("cpu"), torch.device("cpu"))
     block = models.adapter_for(model).decoder_blocks(model)[0]
-    gather = _clock(gather_stats, block, {}, inputs, kwargs, set(), torch.device("cpu"), repeats=repeats)[1]
+    gather = _clock(gather_stats, block, {}, inputs, kwargs, [], torch.device("cpu"), repeats=repeats)[1]
     rerun = _clock(run_block, block, inputs, kwargs, torch.device("cpu"), repeats=repeats)[1]
     return gather, rerun
 
@@ -203,18 +204,22 @@ def _shape_bench(args: argparse.Namespace) -> None:
     grams, rows, timed_shapes = {}, [], {}
     adjust = shape.params < opts["fast"].adjust_max_params and opts["fast"].adjust
     sequences = args.gram_sequences or (1 if timed else None)
+    counted: set[str] = set()  # Linears fed one input share its Gram (passes.gather_stats): counted once
     for name, (out, inp, source) in shape.linears.items():
         if (out, inp) in timed_shapes and not args.every_linear:
-            rows.append({**timed_shapes[out, inp], "name": name})
-            print(f"  {name:10s} {out:5d} x {inp:5d}: the same work as {timed_shapes[out, inp]['name']}, its times")
+            shared = {"gram": 0.0, "gram_flops": 0} if source in counted else {}
+            rows.append({**timed_shapes[out, inp], "name": name, **shared})
+            counted.add(source)
+            print(f"  {name:10s} {out:5d} x {inp:5d}: the same work as {timed_shapes[out, inp]['name']}, its times"
+                  + (" (its input's Gram already counted)" if shared else ""))
             continue
         if source not in grams:
             X = _activations(sequences * PAPER_TOKENS[1] if sequences else
                              -(-inp * 5 // 4 // PAPER_TOKENS[1]) * PAPER_TOKENS[1], inp, g)
-            acc = Accumulator(GRAM, inp)
+            acc = Accumulator(BUILTIN[GRAM], inp)
             seconds = _clock(acc.add, X.reshape(-1, PAPER_TOKENS[1], inp))[1]
             if args.repeats > 1:
-                seconds = min(seconds, _clock(Accumulator(GRAM, inp).add, X.reshape(-1, PAPER_TOKENS[1], inp),
+                seconds = min(seconds, _clock(Accumulator(BUILTIN[GRAM], inp).add, X.reshape(-1, PAPER_TOKENS[1], inp),
                                               repeats=args.repeats - 1)[1])
             grams[source] = (seconds / X.shape[0], acc.value)
             del X
@@ -222,8 +227,10 @@ def _shape_bench(args: argparse.Namespace) -> None:
         stats = LayerStats(name, nsamples=PAPER_TOKENS[0], gram=H, model_params=int(shape.params))
         W_d = torch.randn(out, inp, generator=g) / inp**0.5
         W_s, solve = _clock(sparsegpt.prune, W_d, stats, sparsity, P_options, repeats=args.repeats)
-        row = {"name": name, "shape": (out, inp), "gram": per_token * tokens, "solve": solve, "product": 2 * out * inp**2,
-               "gram_flops": 2 * tokens * inp**2, "solve_flops": 5 / 3 * inp**3 + out * inp**2}
+        row = {"name": name, "shape": (out, inp), "gram": 0.0 if source in counted else per_token * tokens,
+               "solve": solve, "product": 2 * out * inp**2, "gram_flops": 0 if source in counted else 2 * tokens * inp**2,
+               "solve_flops": 5 / 3 * inp**3 + out * inp**2}
+        counted.add(source)
         for solver, o in opts.items():
             row[solver] = _sds_steps(solver, o, W_d, W_s, stats, sparsity, timed, adjust, args.repeats)
         rows.append(row)

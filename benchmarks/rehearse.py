@@ -8,7 +8,8 @@ and allenai/c4's first train and validation shards (gzip'd JSON lines with text,
 unmodified CLI, `sds-bench run paper-opt` (every method and pattern of opt-125m, perplexity cells) and a few
 `paper-llama` cells, with HF_HUB_OFFLINE=1, through the normal loaders. Calibration, the perplexity windows and SDS's
 iterations are reduced with `--set`; the per-cell times and memory are measured and scaled to the paper's 128 x 2048
-calibration and 2 x 200 SDS iterations, and the whole grid's needs are estimated from the published configs.
+calibration and SDS's default solver budget (at most 82 products per Linear), and the whole grid's needs are
+estimated from the published configs.
 
 Text (all offline): WikiText-2 test is the real split when ../shared/data has it, else the embedded corpus's test
 split; WikiText-2 train/validation and the C4 shards are the embedded corpus (Python's docstrings) and Python's
@@ -60,7 +61,17 @@ GRID = {  # the shapes of every model of paper-opt and paper-llama (published co
     "meta-llama/Llama-2-7b-hf": dict(hidden=4096, ffn=11008, blocks=32, vocab=32000, kv=4096, gated=True),
     "meta-llama/Meta-Llama-3-8B": dict(hidden=4096, ffn=14336, blocks=32, vocab=128256, kv=1024, gated=True),
 }
-PAPER = dict(nsamples=128, seqlen=2048, iterations=200)
+PAPER = dict(nsamples=128, seqlen=2048)
+
+
+def sds_products(iterations: int, fast_iterations: int, polish: int, lr: float = 0.1) -> int:
+    """The most [out, in] x [in, in] products SDS's default solver (fast) runs per Linear: step 2's lr x iterations
+    gradient steps, step 4's Adam iterations (+1 evaluation) and its conjugate-gradient refit (+1)."""
+    return round(lr * iterations) + fast_iterations + 1 + (polish + 1 if polish else 0)
+
+
+SDS_BUDGET = sds_products(200, 50, 10)
+"""The default solver's budget per Linear (20 + 51 + 11), what the rehearsal's reduced SDS is scaled to."""
 OPT_CELLS = "facebook/opt-125m/*/*/perplexity"
 LLAMA_CELLS = ("huggyllama/llama-7b/dense/dense/perplexity", "huggyllama/llama-7b/wanda/2:4/perplexity")
 
@@ -222,7 +233,9 @@ def settings_for(args: argparse.Namespace) -> list[str]:
     """The --set overrides of the rehearsal: CPU, reduced calibration, perplexity windows and SDS iterations."""
     return [f"run.device={args.device}", f"run.dtype={args.dtype}", f"calibration.nsamples={args.nsamples}",
             f"evaluators.perplexity.options.max_windows={args.windows}",
-            *(f"methods.{m}.options.iterations={args.sds_iterations}" for m in ("sds-sparsegpt", "sds-wanda")),
+            *(f"methods.{m}.options.{k}={v}" for m in ("sds-sparsegpt", "sds-wanda")
+              for k, v in (("iterations", args.sds_iterations), ("fast_iterations", args.sds_fast_iterations),
+                           ("polish", 0))),
             *args.set]
 
 
@@ -235,8 +248,9 @@ def cell_table(all_rows: list[dict], args: argparse.Namespace) -> tuple[list[str
 
     Scaling (an estimate): the calibration forward passes (two per block: statistics, then the pruned block's outputs)
     cost about two dense perplexity windows per calibration sample, so prune(128) ~ prune(n) + 2 (128 - n) t_window;
-    SDS's steps 2 and 4 cost the same per iteration, so their part, sds - base, scales by 200 / iterations (an upper
-    bound: that part also holds SDS's fixed per-layer costs, and the accelerated solver may stop before 200)."""
+    SDS's steps 2 and 4 cost one product per iteration, so their part, sds - base, scales by the default solver's
+    budget over the reduced run's products (an upper bound: that part also holds SDS's fixed per-layer costs, and
+    the solver may stop before its budget)."""
     window = {}
     for row in all_rows:
         if row["status"] == "ok" and row["cell"]["method"] == "dense":
@@ -244,7 +258,7 @@ def cell_table(all_rows: list[dict], args: argparse.Namespace) -> tuple[list[str
     base = {(r["cell"]["model"], r["cell"]["pattern"], r["cell"]["method"]): r["times"].get("prune", 0.0)
             for r in all_rows if r["status"] == "ok"}
     lines = ["| cell | status | load s | calibration s | prune s | eval s (windows) | peak RSS MiB | prune s at 128 x 2048"
-             f" (and {PAPER['iterations']} SDS iterations) |", "|---|---|--:|--:|--:|--:|--:|--:|"]
+             f" (and SDS's {SDS_BUDGET} products per Linear) |", "|---|---|--:|--:|--:|--:|--:|--:|"]
     summary = []
     for row in all_rows:
         t, cell = row["times"], row["cell"]
@@ -254,7 +268,8 @@ def cell_table(all_rows: list[dict], args: argparse.Namespace) -> tuple[list[str
             scaled = prune + 2 * (PAPER["nsamples"] - args.nsamples) * window[cell["model"]]
             if cell["method"].startswith("sds-"):
                 plain = base.get((cell["model"], cell["pattern"], cell["method"].removeprefix("sds-")), 0.0)
-                scaled += (prune - plain) * (PAPER["iterations"] / max(args.sds_iterations, 1) - 1)
+                scaled += (prune - plain) * (SDS_BUDGET / sds_products(args.sds_iterations,
+                                                                         args.sds_fast_iterations, 0) - 1)
         windows = (row.get("evaluation") or {}).get("protocol", {}).get("windows", "-")
         memory = row["memory"]["process_peak_rss_mb"]
         lines.append(f"| {cell['name']} | {row['status']} | {_f(t.get('load'))} | {_f(t.get('calibration'))} | "
@@ -267,12 +282,13 @@ def cell_table(all_rows: list[dict], args: argparse.Namespace) -> tuple[list[str
 def grid_needs(dtype_bytes: int = 2) -> list[str]:
     """What each model of the paper grid needs at 128 x 2048 in float16, from its published shapes: weights,
     calibration activations (inputs and outputs of one block, offloaded to the CPU by default), the largest Hessians of
-    one block (float32), and the FLOPs of each step of one prune (the forward without attention; SDS: 2 x 200
-    iterations of [out, in] x [in, in]), with SparseGPT's sequential column steps, which bound it on a CPU."""
+    one block (float32), and the FLOPs of each step of one prune (the forward without attention; SDS: at most
+    SDS_BUDGET products [out, in] x [in, in] per Linear), with SparseGPT's sequential column steps, which bound it
+    on a CPU."""
     tokens = PAPER["nsamples"] * PAPER["seqlen"]
     lines = ["| model | weights GiB | activations GiB (2 x 128 x 2048 x hidden) | Hessians of one block GiB | "
              "calibration forward TFLOP | SparseGPT solves TFLOP | SparseGPT sequential column steps | "
-             "SDS solver TFLOP (at most 2 x 200 it.) | slowest step (FLOPs) |", "|---|--:|--:|--:|--:|--:|--:|--:|---|"]
+             f"SDS solver TFLOP (at most {SDS_BUDGET} products) | slowest step (FLOPs) |", "|---|--:|--:|--:|--:|--:|--:|--:|---|"]
     for model, s in GRID.items():
         h, f, kv = s["hidden"], s["ffn"], s["kv"]
         linears = ([(h, h), (kv, h), (kv, h), (h, h)] +
@@ -281,7 +297,7 @@ def grid_needs(dtype_bytes: int = 2) -> list[str]:
         params = s["blocks"] * block + s["vocab"] * h * (1 if model.startswith("facebook") else 2)
         forward = 2 * 2 * tokens * block * s["blocks"] / 1e12  # two passes per block, 2 FLOPs per MAC
         sparsegpt = sum(o * i * i for o, i in linears) * s["blocks"] / 1e12
-        sds = 2 * PAPER["iterations"] * 2 * sum(o * i * i for o, i in linears) * s["blocks"] / 1e12
+        sds = SDS_BUDGET * 2 * sum(o * i * i for o, i in linears) * s["blocks"] / 1e12
         hessians = sum(i * i for i in dict.fromkeys(i for _, i in linears)) * 4 / 2**30
         columns = sum(i for _, i in linears) * s["blocks"]  # SparseGPT's loop: one small step per input column
         steps = {"calibration forward": forward, "SparseGPT solves": sparsegpt, "SDS solver": sds}
@@ -299,7 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nsamples", type=int, default=2, help="calibration windows of 2048 tokens (paper: 128)")
     ap.add_argument("--windows", type=int, default=2, help="perplexity windows of 2048 tokens per cell")
-    ap.add_argument("--sds-iterations", type=int, default=5, help="SDS iterations of steps 2 and 4 (paper: 200)")
+    ap.add_argument("--sds-iterations", type=int, default=10,
+                    help="SDS option iterations: step 2 runs lr x iterations steps (default solver: 200, i.e. 20)")
+    ap.add_argument("--sds-fast-iterations", type=int, default=3,
+                    help="SDS option fast_iterations: step 4's Adam iterations (default 50); the refit is skipped")
     ap.add_argument("--dtype", default="float32", help="run.dtype (the paper suites: float16, on a GPU)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-llama", action="store_true", help="skip the 2-block llama-7b cells")
@@ -342,7 +361,8 @@ def write(args, runs: dict[str, float], built: dict[str, float], lines: list[str
             f"Machine: {os.cpu_count()} CPU threads visible (load average {os.getloadavg()[0]:.1f} at the end), torch "
             f"{torch.__version__}, {args.device}, {args.dtype}. "
             f"Calibration {args.nsamples} x 2048 (paper: 128 x 2048), {args.windows} perplexity windows of 2048, "
-            f"SDS {args.sds_iterations} + {args.sds_iterations} iterations (paper: 200 + 200).", "",
+            f"SDS (default solver fast) at most {sds_products(args.sds_iterations, args.sds_fast_iterations, 0)} "
+            f"products per Linear (default: at most {SDS_BUDGET}; the paper's plain solver: 200 + 201).", "",
             "Cache built: " + ", ".join(f"{k} {v:.1f} s" for k, v in built.items()) + "; suites run: " +
             ", ".join(f"{k} {v:.0f} s" for k, v in runs.items()) + ".", "",
             "## Per cell", "", inspect.getdoc(cell_table).split("\n\n")[1], "", *lines, "",

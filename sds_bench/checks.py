@@ -1,4 +1,5 @@
-"""What the engine checks in a plugin's output before it is used: a pruned weight, a whole-model prune, a metric.
+"""What the engine checks in a plugin's output before it is used: a pruned weight, a whole-model prune, an
+allocation, a metric.
 
 A pruned Linear must keep its shape, come back as a floating-point tensor (cast to the layer's dtype, as the
 engine stores it), be finite after that cast, keep every N:M group, and reach the unstructured target less the
@@ -109,6 +110,26 @@ def _check_budget(budget: dict, kept: int, sparsity: Sparsity, fault: Callable[[
     rounding = sum(budget.get("per_structure", {}).values()) / 2
     if promised > prunable * (1 - sparsity.ratio) * (1 + 1e-9) + rounding:
         raise fault(f"kept {promised} of {prunable} prunable parameters, short of the target {sparsity}")
+
+
+def allocation(allocator: str, result: Any, blocks: list[dict[str, Any]]) -> dict[str, float]:
+    """An allocator's result, once it gives every prunable Linear (and nothing else) a sparsity in [0, 1)."""
+    def fault(what: str) -> PluginOutputError:
+        return PluginOutputError(f"allocator {allocator!r} returned {what}")
+
+    if not isinstance(result, dict):
+        raise fault(f"a {type(result).__name__} instead of a dict of sparsities by layer name")
+    layers = [name for block in blocks for name in block]
+    if missing := [n for n in layers if n not in result]:
+        raise fault(f"no sparsity for {len(missing)} layers (first {missing[0]})")
+    if extra := sorted(set(result) - set(layers)):
+        raise fault(f"sparsities for {len(extra)} layers that are not prunable Linears (first {extra[0]})")
+    for name in layers:
+        value = result[name]
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value < 1:
+            raise fault(f"sparsity {value!r} for {name}; each must be a number in [0, 1) (lower the target or the "
+                        "allocator's spread)")
+    return {name: float(result[name]) for name in layers}
 
 
 def metrics(evaluator: str, result: Any) -> EvalResult:

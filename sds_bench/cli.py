@@ -8,16 +8,20 @@ import sys
 
 from sds_bench.errors import UserError, at_least
 
+ALLOCATION_PREFIX = "allocation."
+"""Options given as -o allocation.KEY=VALUE go to the allocator, the others to the pruner."""
+
 
 def cmd_plugins(args: argparse.Namespace) -> None:
-    """List every pruner and evaluator with its origin and description, and each plugin skipped as broken."""
+    """List every pruner, statistic, refinement and evaluator with its origin and description, and each plugin
+    skipped as broken."""
     from tabulate import tabulate
 
-    from sds_bench.registry import registry
+    from sds_bench.registry import KINDS, registry
 
     reg = registry()
-    rows = [("pruner", p.name, reg.origins[f"Pruner:{p.name}"], p.description) for p in reg.pruners.values()]
-    rows += [("evaluator", e.name, reg.origins[f"Evaluator:{e.name}"], e.description) for e in reg.evaluators.values()]
+    rows = [(f"{kind.__name__.lower()}", item.name, reg.origins[f"{kind.__name__}:{item.name}"], item.description)
+            for kind, field in KINDS.items() for item in getattr(reg, field).values()]
     rows += [("plugin", "-", source, f"BROKEN, skipped: {why}") for source, why in reg.broken.items()]
     print(tabulate(sorted(rows), headers=["kind", "name", "origin", "description"]))
 
@@ -29,14 +33,18 @@ def cmd_prune(args: argparse.Namespace) -> None:
     options = _key_values(args.option)
     if args.base:
         options["base"] = args.base
-    api.check_prune_args(args.method, args.sparsity, options, args.nsamples, args.batch_size, args.offload)
+    allocation = {k.removeprefix(ALLOCATION_PREFIX): options.pop(k) for k in list(options)
+                  if k.startswith(ALLOCATION_PREFIX)}
+    api.check_prune_args(args.method, args.sparsity, options, args.nsamples, args.batch_size, args.offload,
+                         args.allocation, allocation)
     models.resolve_device(args.device)
     api.check_output(args.output, args.overwrite)
     _quiet_transformers(args.quiet)
     model, tokenizer = models.load_model(args.model, args.dtype, "cpu" if args.offload == "cpu" else args.device,
                                          args.attn_implementation, args.trust_remote_code)
     record = api.prune(model, tokenizer, args.method, args.sparsity, args.calibration, args.nsamples, args.seqlen,
-                       args.seed, options, args.device, args.offload, args.batch_size, args.quiet)
+                       args.seed, options, args.device, args.offload, args.batch_size, args.quiet, args.allocation,
+                       allocation)
     record["model"] = args.model
     api.save_pruned(model, tokenizer, record, args.output, args.overwrite)
     print(f"{args.method} {record['sparsity']}: measured sparsity {record['measured_sparsity']:.4f}, "
@@ -46,7 +54,14 @@ def cmd_prune(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     """Evaluate a model: perplexity on a dataset (and any other registered evaluator)."""
     from sds_bench import api, models
+    from sds_bench.plugin import DENSE_MODEL, parse_options
+    from sds_bench.registry import registry
 
+    for name in args.evaluator or []:
+        plugin = registry().evaluator(name)
+        parse_options(plugin, _key_values(args.option))
+        if DENSE_MODEL in plugin.needs and not args.dense:
+            raise UserError(f"evaluator {name!r} compares with the dense model: give --dense MODEL")
     _quiet_transformers(args.quiet)
     model, tokenizer = models.load_model(args.model, args.dtype, args.device, args.attn_implementation,
                                          args.trust_remote_code)
@@ -55,8 +70,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
         options = {"dataset": dataset, "data_file": args.data_file, "seqlen": args.seqlen, "quiet": args.quiet,
                    "max_windows": args.max_windows}
         results[f"perplexity:{dataset}"] = api.evaluate(model, tokenizer, "perplexity", options)
+    dense = models.load_model(args.dense, args.dtype, args.device, args.attn_implementation,
+                              args.trust_remote_code)[0] if args.dense else None
     for name in args.evaluator or []:
-        results[name] = api.evaluate(model, tokenizer, name, _key_values(args.option))
+        results[name] = api.evaluate(model, tokenizer, name, _key_values(args.option), dense)
     if args.zeroshot:
         results["zeroshot"] = api.evaluate(model, tokenizer, "zeroshot",
                                            {"quiet": args.quiet, **_key_values(args.option), "tasks": args.zeroshot})
@@ -222,7 +239,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("plugins", help="list pruners and evaluators").set_defaults(func=cmd_plugins)
+    sub.add_parser("plugins", help="list pruners, statistics, refinements, allocators and evaluators").set_defaults(func=cmd_plugins)
 
     p = sub.add_parser("prune", help="prune a model and save it")
     _model_arguments(p)
@@ -236,7 +253,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1, help="calibration sequences per forward (1 = reference order)")
     p.add_argument("--offload", choices=["cpu", "device"], default="cpu",
                    help="where the model and calibration activations wait while one block is on the device")
-    p.add_argument("-o", "--option", action="append", metavar="KEY=VALUE", help="a pruner option (repeatable)")
+    p.add_argument("--allocation", default="uniform",
+                   help="per-layer sparsity allocation: uniform (default), owl, or a plugin's (see `sds-bench plugins`)")
+    p.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
+                   help="a pruner option (repeatable); allocation.KEY=VALUE sets an option of --allocation")
     p.add_argument("--output", required=True, help="directory for the pruned model and pruning.json")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output directory")
     p.set_defaults(func=cmd_prune)
@@ -251,6 +271,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--zeroshot", metavar="TASKS", help="zero-shot accuracy with lm-eval: a preset (sds-paper, wanda, "
                    "embedded) or comma-separated task names; -o options apply (limit=, metrics=, batch_size=)")
     p.add_argument("-o", "--option", action="append", metavar="KEY=VALUE", help="an option of --evaluator")
+    p.add_argument("--dense", metavar="MODEL", default=None,
+                   help="the dense model MODEL was pruned from, for evaluators that compare with it (--evaluator kl)")
     p.add_argument("--json", action="store_true", help="also print metrics and protocol as JSON")
     p.set_defaults(func=cmd_eval)
 

@@ -6,12 +6,14 @@ supernet), so neither imports the other.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
 from sds_bench.models import adapter_for
+from sds_bench.plugin import Statistic
 from sds_bench.stats import Accumulator
 
 
@@ -67,23 +69,44 @@ def run_block(block: nn.Module, inputs: torch.Tensor, kwargs: BlockKwargs, devic
 
 @torch.no_grad()
 def gather_stats(block: nn.Module, linears: dict[str, nn.Linear], inputs: torch.Tensor, kwargs: BlockKwargs,
-                 kinds: set[str], device: torch.device, batch_size: int = 1) -> tuple[dict, torch.Tensor]:
-    """One pass through the block with hooks on its Linears: the requested statistics, and the block's outputs."""
-    accs = {name: {k: Accumulator(k, lin.in_features, device) for k in kinds} for name, lin in linears.items()}
+                 statistics: Iterable[Statistic], device: torch.device, batch_size: int = 1,
+                 share: bool = True) -> tuple[dict[str, dict[str, Accumulator]], torch.Tensor]:
+    """One pass through the block with hooks on its Linears: the statistics' accumulators by Linear and statistic
+    name, and the block's outputs. Linears fed the very same input tensor (q/k/v, gate/up) share one set of
+    accumulators (`share`): the same values, bit for bit, at a fraction of the cost (the Gram is in_features² per
+    token)."""
+    statistics = list(statistics)
+    accs = {name: {s.name: Accumulator(s, lin.in_features, device) for s in statistics}
+            for name, lin in linears.items()}
+    fed: dict[int, tuple[torch.Tensor, str]] = {}  # this forward's inputs by id, held so that no id is reused
+    owner: dict[str, str | None] = {}  # each Linear's input came from (None: its own) on every forward so far
+
+    def reset(module, args, kw):
+        fed.clear()
 
     def hook(name):
         def add(module, args, output):
-            for acc in accs[name].values():
-                acc.add(args[0].detach())
+            x = args[0]
+            first = fed.setdefault(id(x), (x, name))[1] if share else name
+            x = x.detach()
+            source = None if first == name else first
+            if owner.setdefault(name, source) != source:
+                raise RuntimeError(f"{name}: its input is shared with another Linear on some calibration batches "
+                                   "only; gather with share=False")
+            if source is None:
+                for acc in accs[name].values():
+                    acc.add(x)
         return add
 
-    handles = [lin.register_forward_hook(hook(name)) for name, lin in linears.items()] if kinds else []
+    handles = [lin.register_forward_hook(hook(name)) for name, lin in linears.items()] if statistics else []
+    handles += [block.register_forward_pre_hook(reset, with_kwargs=True)] if statistics else []
     try:
         outs = run_block(block, inputs, kwargs, device, batch_size)
     finally:
         for h in handles:
             h.remove()
-    return accs, outs
+        fed.clear()
+    return {name: accs[owner.get(name) or name] for name in accs}, outs
 
 
 def _output(out: Any) -> torch.Tensor:

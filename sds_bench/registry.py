@@ -20,7 +20,7 @@ import pluggy
 
 from sds_bench import hookspecs
 from sds_bench.errors import UserError
-from sds_bench.plugin import API_VERSION, Evaluator, Pruner
+from sds_bench.plugin import API_VERSION, Allocator, Evaluator, Pruner, Refinement, Statistic
 
 BUILTINS = (
     "sds_bench.pruners.magnitude",
@@ -28,8 +28,13 @@ BUILTINS = (
     "sds_bench.pruners.sparsegpt",
     "sds_bench.pruners.sds",
     "sds_bench.pruners.tyr",
+    "sds_bench.pruners.dsnot",
+    "sds_bench.stats",
+    "sds_bench.allocation",
+    "sds_bench.pruners.owl",
     "sds_bench.eval.perplexity",
     "sds_bench.eval.zeroshot",
+    "sds_bench.eval.kl",
 )
 ENV = "SDS_BENCH_PLUGINS"
 log = logging.getLogger(__name__)
@@ -40,14 +45,23 @@ class PluginError(UserError):
     entry that names no installed plugin."""
 
 
+KINDS = {Pruner: "pruners", Evaluator: "evaluators", Statistic: "statistics", Refinement: "refinements",
+         Allocator: "allocators"}
+"""Each kind a plugin registers, and the Registry field holding it by name."""
+
+
 @dataclass
 class Registry:
-    """Every pruner and evaluator by name, where each came from ('builtin' or 'plugin (dist version)'), and the
-    plugins skipped as broken, by 'plugin (dist version)', with why."""
+    """Every pruner, evaluator, statistic, refinement and allocator by name, where each came from ('builtin' or 'plugin (dist
+    version)', keyed 'Kind:name'), and the plugins skipped as broken, by 'plugin (dist version)', with why. The
+    pruners include NAME-P for every refinement NAME and per-layer pruner P (`derive_refined`)."""
 
-    pruners: dict[str, Pruner]
-    evaluators: dict[str, Evaluator]
-    origins: dict[str, str]
+    pruners: dict[str, Pruner] = field(default_factory=dict)
+    evaluators: dict[str, Evaluator] = field(default_factory=dict)
+    statistics: dict[str, Statistic] = field(default_factory=dict)
+    refinements: dict[str, Refinement] = field(default_factory=dict)
+    allocators: dict[str, Allocator] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)
 
     def pruner(self, name: str) -> Pruner:
@@ -59,6 +73,17 @@ class Registry:
         if name not in self.evaluators:
             raise UserError(f"unknown evaluator {name!r}; known: {', '.join(sorted(self.evaluators))}")
         return self.evaluators[name]
+
+    def allocator(self, name: str) -> Allocator:
+        if name not in self.allocators:
+            raise UserError(f"unknown allocation {name!r}; known: {', '.join(sorted(self.allocators))}")
+        return self.allocators[name]
+
+    def statistic(self, name: str, needed_by: str) -> Statistic:
+        if name not in self.statistics:
+            raise UserError(f"{needed_by!r} needs statistic {name!r}, which no installed plugin registers; "
+                            f"registered: {', '.join(sorted(self.statistics))}")
+        return self.statistics[name]
 
 
 def plugin_manager() -> tuple[pluggy.PluginManager, dict[str, str], dict[str, str]]:
@@ -106,10 +131,11 @@ def selected_entry_points() -> list[importlib.metadata.EntryPoint]:
 
 def collect(pm: pluggy.PluginManager, origin: dict[str, str], broken: dict[str, str] | None = None) -> Registry:
     """Call each plugin's register hooks; a plugin whose hook raises or registers something refused is skipped
-    whole (a built-in's failure is a bug, and raises)."""
-    reg = Registry({}, {}, {}, dict(broken or {}))
+    whole (a built-in's failure is a bug, and raises). Then derive the refined pruners."""
+    reg = Registry(broken=dict(broken or {}))
     hooks: dict[str, list] = {}
-    for hook, kind in ((pm.hook.register_pruners, Pruner), (pm.hook.register_evaluators, Evaluator)):
+    for kind, hook in zip(KINDS, (pm.hook.register_pruners, pm.hook.register_evaluators, pm.hook.register_statistics,
+                                  pm.hook.register_refinements, pm.hook.register_allocators)):
         for impl in hook.get_hookimpls():
             hooks.setdefault(impl.plugin_name, []).append((impl, kind))
     for plugin, impls in hooks.items():
@@ -124,9 +150,25 @@ def collect(pm: pluggy.PluginManager, origin: dict[str, str], broken: dict[str, 
             reg.broken[source] = skipped(source, _one_line(e))
             continue
         for key, item in staged.items():
-            (reg.pruners if isinstance(item, Pruner) else reg.evaluators)[item.name] = item
+            getattr(reg, KINDS[type(item)])[item.name] = item
             reg.origins[key] = source
+    derive_refined(reg)
     return reg
+
+
+def derive_refined(reg: Registry) -> None:
+    """Add NAME (with --base) and NAME-P for every refinement NAME and every per-layer pruner P that shares a pattern
+    with it; a pruner registered under that name itself wins. Origin: the refinement's, and P's when they differ."""
+    bases = [p for p in reg.pruners.values() if p.prune is not None and p.wraps is None]
+    for refinement in reg.refinements.values():
+        source = reg.origins[f"Refinement:{refinement.name}"]
+        for base in (None, *bases):
+            pruner = refinement.pruner(base)
+            if pruner.name in reg.pruners or not pruner.patterns:
+                continue
+            reg.pruners[pruner.name] = pruner
+            base_source = reg.origins[f"Pruner:{base.name}"] if base else source
+            reg.origins[f"Pruner:{pruner.name}"] = source if base_source == source else f"{source}, base {base_source}"
 
 
 def _stage(reg: Registry, staged: dict[str, Any], kind: type, source: str, item: Any) -> None:
@@ -172,5 +214,5 @@ def registry(refresh: bool = False) -> Registry:
 
 
 def origin_of(kind: str, name: str) -> str:
-    """Where a pruner ('Pruner') or evaluator ('Evaluator') came from."""
+    """Where a pruner ('Pruner'), evaluator ('Evaluator'), statistic or refinement came from."""
     return registry().origins[f"{kind}:{name}"]

@@ -1,7 +1,7 @@
-"""Statistics of a Linear layer's calibration inputs that a pruner may ask for, and their accumulators.
+"""Statistics of a Linear layer's calibration inputs that a pruner may ask for, and their accumulator.
 
-Both are accumulated one calibration sequence at a time as running means, in the exact order the
-reference SparseGPT and Wanda code use, so that results match theirs bit for bit.
+Each is accumulated one calibration sequence at a time as a running mean, in the exact order the reference
+SparseGPT, Wanda and DSnoT code use, so that results match theirs bit for bit.
 """
 
 from __future__ import annotations
@@ -11,14 +11,67 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sds_bench.hookspecs import hookimpl
+from sds_bench.plugin import Statistic
+
 GRAM = "gram"
 """H = (2/N) * sum over tokens of x x^T (in_features x in_features, fp32), N counting sequences (SparseGPT).
 Hence for any W' the output error ||W' X||^2 = (N/2) tr(W' H W'^T), with gradient N W' H: losses on X need only H."""
 COL_SQ = "col_sq"
 """s = (1/N) * sum over tokens of x_j^2 per input column (fp32), N counting sequences (Wanda's ||X_j||^2 / N)."""
+COL_SUM = "col_sum"
+"""(1/N) * sum over tokens of x_j per input column, N counting sequences (DSnoT's sum_metric_row): the column mean
+times the tokens per sequence, in COL_SQ's scale."""
+COL_VAR = "col_var"
+"""Per input column, the variance over each sequence's tokens (population), averaged over sequences (DSnoT's var:
+within-sequence variance, not the pooled one; calibration sequences share one length, which the running form uses)."""
 DENSE_GRAM = "dense_gram"
 """GRAM of the inputs the same layer sees in the dense model (the engine runs a dense stream beside the pruned one)."""
-KNOWN = (GRAM, COL_SQ, DENSE_GRAM)
+
+
+def _square(in_features: int, device) -> torch.Tensor:
+    return torch.zeros((in_features, in_features), dtype=torch.float32, device=device)
+
+
+def _vector(in_features: int, device) -> torch.Tensor:
+    return torch.zeros((in_features,), dtype=torch.float32, device=device)
+
+
+def _add_gram(H: torch.Tensor, x: torch.Tensor, n: int) -> torch.Tensor:
+    H *= (n - 1) / n
+    x = math.sqrt(2 / n) * x
+    return H.add_(x.t() @ x)
+
+
+def _add_col_sq(s: torch.Tensor, x: torch.Tensor, n: int) -> torch.Tensor:
+    s *= (n - 1) / n
+    return s.add_(torch.norm(x, p=2, dim=0) ** 2 / n)
+
+
+def _add_col_sum(s: torch.Tensor, x: torch.Tensor, n: int) -> torch.Tensor:
+    s *= (n - 1) / n
+    return s.add_(torch.sum(x, dim=0) / n)
+
+
+def _add_col_var(v: torch.Tensor, x: torch.Tensor, n: int) -> torch.Tensor:
+    var, tokens = torch.var(x, dim=0, unbiased=False), x.shape[0]
+    return var if n == 1 else (v * ((n - 1) * tokens) + var * tokens) / (n * tokens)
+
+
+BUILTIN = {s.name: s for s in (
+    Statistic(GRAM, "Gram of the inputs, 2/N sum x x^T (SparseGPT's H)", _square, _add_gram),
+    Statistic(COL_SQ, "squared norm of each input column over N (Wanda's ||X_j||^2)", _vector, _add_col_sq),
+    Statistic(COL_SUM, "sum of each input column over N (DSnoT's mean term)", _vector, _add_col_sum),
+    Statistic(COL_VAR, "within-sequence variance of each input column (DSnoT's)", _vector, _add_col_var),
+    Statistic(DENSE_GRAM, "Gram of the inputs the dense model gives the same Linear", _square, _add_gram, dense=True),
+)}
+"""The built-in statistics, registered like a plugin's; each accumulates in the reference code's exact order."""
+
+
+@hookimpl
+def register_statistics(register):
+    for statistic in BUILTIN.values():
+        register(statistic)
 
 
 def damp_in_place(H: torch.Tensor, W: torch.Tensor, damp: float) -> None:
@@ -32,7 +85,8 @@ def damp_in_place(H: torch.Tensor, W: torch.Tensor, damp: float) -> None:
 
 @dataclass
 class LayerStats:
-    """What a pruner receives besides the weight: the statistics it asked for, and a dict to report diagnostics."""
+    """What a pruner receives besides the weight: the statistics it asked for, and a dict to report diagnostics.
+    The built-in Gram, column norms and dense Gram are fields; every statistic, those included, is `stats[name]`."""
 
     name: str
     nsamples: int = 0
@@ -42,26 +96,27 @@ class LayerStats:
     model_params: int = 0
     """Parameter count of the whole model (SDS skips weight adjustment from about 3B on, as the paper does)."""
     record: dict = field(default_factory=dict)
+    values: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Every statistic gathered, by name."""
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        value = self.values.get(name, getattr(self, name, None) if name in (GRAM, COL_SQ, DENSE_GRAM) else None)
+        if value is None:
+            raise KeyError(f"statistic {name!r} was not gathered for {self.name}: name it in the pruner's needs")
+        return value
 
 
 class Accumulator:
-    """Running-mean accumulation of one statistic over calibration sequences fed one at a time."""
+    """Running accumulation of one statistic over calibration sequences fed one at a time."""
 
-    def __init__(self, kind: str, in_features: int, device: torch.device | str = "cpu"):
-        self.kind = kind
+    def __init__(self, statistic: Statistic, in_features: int, device: torch.device | str = "cpu"):
+        self.statistic = statistic
         self.n = 0
-        shape = (in_features, in_features) if kind in (GRAM, DENSE_GRAM) else (in_features,)
-        self.value = torch.zeros(shape, dtype=torch.float32, device=device)
+        self.value = statistic.start(in_features, device)
 
     def add(self, x: torch.Tensor) -> None:
         """Add a batch of sequences [B, L, in] (or [L, in]), one sequence at a time."""
         x = x.reshape(-1, x.shape[-2], x.shape[-1]) if x.dim() > 2 else x.unsqueeze(0)
         for seq in x:
             self.n += 1
-            self.value *= (self.n - 1) / self.n
-            seq = seq.float()
-            if self.kind == COL_SQ:
-                self.value += torch.norm(seq, p=2, dim=0) ** 2 / self.n
-            else:
-                seq = math.sqrt(2 / self.n) * seq
-                self.value += seq.t() @ seq
+            self.value = self.statistic.add(self.value, seq.float(), self.n)

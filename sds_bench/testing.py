@@ -54,16 +54,19 @@ def decoder_weights(model) -> dict[str, torch.Tensor]:
 
 
 def check_pruner(name: str, patterns: tuple[str, ...] = ("0.5", "2:4", "4:8"), options: dict[str, Any] | None = None,
-                 wrap_in_sds: bool = True, sweep: bool = True) -> None:
-    """Assert the plugin contract on tiny OPT and Llama: exact pattern, nothing else touched, deterministic,
-    SDS-wrappable, and usable in a sweep like a built-in."""
-    supported = registry().pruner(name).patterns
+                 refinements: bool = True, sweep: bool = True) -> None:
+    """Assert the plugin contract on tiny OPT and Llama: exact pattern, nothing else touched, deterministic, usable
+    under every registered refinement (SDS, DSnoT: R-name at one pattern both support, their default options), and
+    usable in a sweep like a built-in. `refinements=False` opts out, for a pruner no refinement can take."""
+    reg = registry()
     for build in (tiny_opt, tiny_llama):
         for pattern in patterns:
-            if Sparsity.parse(pattern).kind in supported:
+            if Sparsity.parse(pattern).kind in reg.pruner(name).patterns:
                 _check_once(build, name, pattern, options)
-    if wrap_in_sds and registry().pruner(name).prune is not None and registry().pruner(name).wraps is None:
-        _check_once(tiny_opt, "sds", "2:4", {"base": name, "iterations": "5"})
+    for refinement in reg.refinements if refinements else ():
+        derived = reg.pruners.get(f"{refinement}-{name}")
+        if derived is not None and derived.refines == refinement:
+            _check_once(tiny_opt, derived.name, "2:4" if "nm" in derived.patterns else "0.5", None)
     if sweep:
         check_in_sweep(name, options)
 

@@ -9,12 +9,12 @@ BUILTINS = ["magnitude", "wanda", "sparsegpt", "sds-magnitude", "sds-wanda", "sd
 
 @pytest.mark.parametrize("name", BUILTINS)
 def test_builtin_keeps_the_contract(name):
-    check_pruner(name, options={"iterations": "20"} if name.startswith("sds") else None, sweep=False)
+    check_pruner(name, sweep=False)
 
 
 @pytest.mark.slow
 def test_builtin_runs_in_a_sweep():
-    check_in_sweep("sds-wanda", {"iterations": 20})
+    check_in_sweep("sds-wanda")
 
 
 def test_contract_catches_a_pruner_that_prunes_too_much():
@@ -26,7 +26,7 @@ def test_contract_catches_a_pruner_that_prunes_too_much():
     reg.pruners["greedy"] = replace(reg.pruners["magnitude"], name="greedy", prune=lambda w, s, sp, o: w * 0)
     reg.origins["Pruner:greedy"] = "test"
     with pytest.raises(AssertionError, match="prunes more than"):
-        check_pruner("greedy", patterns=("2:4",), wrap_in_sds=False, sweep=False)
+        check_pruner("greedy", patterns=("2:4",), refinements=False, sweep=False)
 
 
 def test_contract_checks_only_the_patterns_a_pruner_declares():
@@ -38,4 +38,4 @@ def test_contract_checks_only_the_patterns_a_pruner_declares():
     reg.pruners["unstructured-only"] = replace(reg.pruners["magnitude"], name="unstructured-only",
                                                patterns=("unstructured",))
     reg.origins["Pruner:unstructured-only"] = "test"
-    check_pruner("unstructured-only", wrap_in_sds=False)  # 2:4 and 4:8 skipped; the sweep runs at 50%
+    check_pruner("unstructured-only", refinements=False)  # 2:4 and 4:8 skipped; the sweep runs at 50%

@@ -17,7 +17,7 @@ LAYERS = {
     "embedded": 1, "embedded.configs": 1, "embedded.corpus": 1,
     "models": 2, "data": 2,
     "passes": 3, "checks": 3,
-    "pruners": 4, "eval": 4,
+    "pruners": 4, "eval": 4, "allocation": 4,
     "engine": 5,
     "api": 6, "": 6,
     "kernels": 7, "kernels.shapes": 7, "kernels.plan": 7, "kernels.gpu": 7, "kernels.timing": 7,
@@ -30,7 +30,8 @@ LAYERS = {
 """Rank of each module (longest dotted prefix below sds_bench; "" is the package's public API); a module may import
 its own rank or below. 0-1 are known to all: errors, reading user files, records, hook specs, the plugin types and registry, sparsity,
 statistics, and what the embedded models and corpus are (configs, no training code). The layer-wise `passes` sit below
-both the engine and the whole-model pruners (Týr). kernels (the 2:4 benchmark) take model names and shapes, the runner
+both the engine and the whole-model pruners (Týr); `allocation` (the dense pass an allocator reads) beside the
+pruners, below the engine. kernels (the 2:4 benchmark) take model names and shapes, the runner
 drives the engine and evaluators through `api`, report reads what the runner stored, embedded.build trains and
 evaluates a model (a tool the CLI runs), and cli and the contract kit (testing) sit on top."""
 

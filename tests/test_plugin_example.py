@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import sds_bench
 from sds_bench import LayerStats, Pruner, Sparsity
 from sds_bench.cli import main
 from sds_bench.pruners.wanda import WandaOptions, wanda
@@ -20,11 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_ria_plugin_installs_lists_prunes_and_keeps_the_contract(pip_install, opt_dir, tmp_path, capsys):
     pip_install(ROOT / "plugins" / "sds-bench-ria")
     assert main(["plugins"]) == 0
-    line = next(row for row in capsys.readouterr().out.splitlines() if " ria " in row)
-    assert "sds-bench-ria 0.1.0" in line
+    listing = {row.split()[1]: row for row in capsys.readouterr().out.splitlines()[2:]}
+    assert "sds-bench-ria 0.1.0" in listing["ria"]
+    for refined in ("sds-ria", "dsnot-ria"):  # derived from the plugin's one pruner, no code of its own
+        assert "base ria (sds-bench-ria 0.1.0)" in listing[refined]
     calib = tmp_path / "calib.pt"
     torch.save(torch.randint(0, 320, (4, 32), generator=torch.Generator().manual_seed(0)), calib)
-    for extra in ([], ["--method", "sds", "--base", "ria", "-o", "iterations=5"]):
+    for extra in ([], ["--method", "sds", "--base", "ria"], ["--method", "dsnot-ria"]):
         argv = ["prune", str(opt_dir), "--method", "ria", "--sparsity", "2:4", "--calibration", str(calib),
                 "--output", str(tmp_path / "out"), "--overwrite", "--quiet", *extra]
         assert main(argv) == 0, capsys.readouterr().err
@@ -76,3 +79,42 @@ def test_guide_example_works_as_written(pip_install, tmp_path, capsys):
     assert main(["plugins"]) == 0
     assert "halfmag" in capsys.readouterr().out
     check_pruner("halfmag")
+
+
+def guide_items() -> list:
+    """What every Python block of the guide registers, each block run as a module of its own."""
+    text = (ROOT / "docs" / "plugins.md").read_text()
+    items = []
+    for i, code in enumerate(re.findall(r"```python\n(.*?)```", text, re.S)):
+        if "@hookimpl" not in code:
+            continue
+        namespace: dict = {"__name__": f"guide_block_{i}"}
+        exec(compile(code, f"docs/plugins.md block {i}", "exec"), namespace)
+        for hook in ("register_pruners", "register_statistics", "register_allocators", "register_refinements",
+                     "register_evaluators"):
+            if hook in namespace:
+                namespace[hook](items.append)
+    return items
+
+
+def test_every_guide_example_registers_and_runs_end_to_end(tokenizer):
+    """The guide's pruner, statistic, allocator, refinement and evaluator, registered as written, work together."""
+    from sds_bench.registry import KINDS, derive_refined, registry
+    from sds_bench.testing import tiny_calibration, tiny_opt
+
+    reg = registry()
+    items = guide_items()
+    assert sorted(type(item).__name__ for item in items) == ["Allocator", "Evaluator", "Pruner", "Refinement",
+                                                             "Statistic"]
+    for item in items:
+        getattr(reg, KINDS[type(item)])[item.name] = item
+        reg.origins[f"{type(item).__name__}:{item.name}"] = "guide"
+    derive_refined(reg)
+    assert {"swap-halfmag", "swap-wanda", "sds-halfmag", "dsnot-halfmag"} <= set(reg.pruners)
+    model = tiny_opt()
+    record = sds_bench.prune(model, None, "swap-halfmag", "0.5", tiny_calibration(), allocation="ramp",
+                             allocation_options={"delta": "0.2"}, quiet=True)
+    assert sorted({layer["allocated"] for layer in record["layers"].values()}) == pytest.approx([0.3, 0.7])
+    options = {"dataset": "file", "data_file": str(Path(__file__)), "seqlen": 32, "max_windows": 2}
+    agree = sds_bench.evaluate(model, tokenizer, "agree", options, dense_model=tiny_opt()).metrics["agree_file"]
+    assert 0 < agree < 1

@@ -133,7 +133,11 @@ def test_shipped_suites_expand_to_the_paper_grids():
     assert {(c.calibration.source, c.calibration.nsamples, c.calibration.seqlen) for c in cells if not c.dense} == {
         ("c4", 128, 2048)}
     embedded = expand(load_suite("embedded"))
-    assert len(embedded) == 2 * (2 + 5 * 3 * (2 + 1 + 1))  # perplexity at seeds 0, 1, 2; zero-shot at seed 0
+    # per model: dense x 2 evaluators, then (7 methods x 3 patterns + owl-wanda at 50% only) x (perplexity at
+    # seeds 0, 1, 2 and zero-shot at seed 0)
+    assert len(embedded) == 2 * (2 + (7 * 3 + 1) * (3 + 1))
+    assert {c.pattern for c in embedded if c.method == "owl-wanda"} == {"50%"}
+    assert {c.allocation for c in embedded if c.method == "owl-wanda"} == {"owl"}
     assert {c.seed for c in embedded if c.evaluator == "zeroshot"} == {None, 0}
     assert {c.seed for c in embedded} == {None, 0, 1, 2} and {c.seed for c in embedded if c.dense} == {None}
     assert {c.model for c in embedded} == {"embedded:opt-tiny", "embedded:llama-tiny"}
@@ -141,7 +145,7 @@ def test_shipped_suites_expand_to_the_paper_grids():
     assert len(expand(load_suite("paper-llama"))) == 3 * (2 + 4 * 3 * 2)
     ablation = [c for c in expand(load_suite("sds-ablation")) if not c.dense]
     arms = [c for c in expand(load_suite("tyr-arms")) if not c.dense]
-    assert len(ablation) == 10 and {c.pattern for c in ablation} == {"2:4"}
+    assert len(ablation) == 11 and {c.pattern for c in ablation} == {"2:4"}
     assert len(arms) == 6 and {c.pruner for c in arms} == {"tyr", "wanda-sp"}
     for cell in ablation + arms:  # every switch names a real option with a valid value
         parse_options(registry().pruner(cell.pruner), cell.options)

@@ -10,15 +10,15 @@ import torch
 from transformers import OPTConfig, OPTForCausalLM
 
 import sds_bench
-from sds_bench.api import resolve_base
+from sds_bench.api import resolve_base, resolve_method
 from sds_bench.cli import main
 from sds_bench.engine import apply_pruner
 from sds_bench.errors import UserError
 from sds_bench.plugin import Pruner, parse_options
-from sds_bench.pruners.sds import Objective, SDSOptions, error, largest_eigenvalue, needs, redense, solve
+from sds_bench.pruners.sds import Objective, SDSOptions, error, largest_eigenvalue, redense, solve
 from sds_bench.registry import registry
 from sds_bench.sparsity import Sparsity, satisfies
-from sds_bench.stats import COL_SQ, DENSE_GRAM, GRAM, Accumulator, LayerStats
+from sds_bench.stats import BUILTIN, COL_SQ, DENSE_GRAM, GRAM, Accumulator, LayerStats
 from sds_bench.testing import decoder_weights, tiny_calibration, tiny_llama, tiny_opt
 
 ONLY_P = {"redense": "false", "second_prune": "false", "adjust": "false"}
@@ -30,7 +30,7 @@ def layer(out=16, inp=32, nseq=4, seqlen=24, seed=0):
     X = torch.randn(nseq, seqlen, inp, generator=g) @ torch.randn(inp, inp, generator=g) / inp**0.5
     stats = LayerStats("model.layers.0.mlp.up_proj", nsamples=nseq)
     for kind, inputs in ((GRAM, X), (COL_SQ, X), (DENSE_GRAM, X + 0.3 * torch.randn(X.shape, generator=g))):
-        acc = Accumulator(kind, inp)
+        acc = Accumulator(BUILTIN[kind], inp)
         acc.add(inputs)
         setattr(stats, kind, acc.value)
     return torch.randn(out, inp, generator=g), stats, X
@@ -165,9 +165,9 @@ def test_redense_data_switch():
     assert not torch.equal(sparse, run(W_d, stats, redense_data="dense", **no_step_3_4)[0])
     same_data = replace(stats, dense_gram=stats.gram)
     assert torch.equal(sparse, run(W_d, same_data, redense_data="dense", **no_step_3_4)[0])
-    wanda = (registry().pruner("wanda"), None)
-    assert needs(SDSOptions(), base=wanda) == {COL_SQ, GRAM}
-    assert needs(SDSOptions(redense_data="dense"), base=wanda) == {COL_SQ, GRAM, DENSE_GRAM}
+    for options, expected in (({}, {COL_SQ, GRAM}), ({"redense_data": "dense"}, {COL_SQ, GRAM, DENSE_GRAM})):
+        pruner, opts = resolve_method("sds-wanda", options)
+        assert pruner.required_stats(opts) == expected
 
 
 def test_regularisation_switches():
@@ -324,3 +324,29 @@ def test_fast_solver_reaches_the_plain_error_on_trained_layers(pattern):
     assert totals["fast", "redense"] <= totals["plain", "redense"], totals
     assert totals["fast", "adjust"] <= totals["plain", "adjust"], totals
     assert totals["fast", "products"] < totals["plain", "products"] / 3, totals
+
+
+@pytest.mark.parametrize("build", [tiny_opt, tiny_llama])
+def test_linears_sharing_an_input_share_its_statistics_with_the_same_weights(build, monkeypatch):
+    """q/k/v (and gate/up) see one input tensor: one accumulator serves them, and SDS-SparseGPT's weights are
+    bit for bit those of per-Linear accumulation."""
+    from functools import partial
+
+    from sds_bench import engine, passes
+    from sds_bench.models import adapter_for, prunable_linears
+
+    model = build()
+    block = adapter_for(model).decoder_blocks(model)[0]
+    cpu = torch.device("cpu")
+    inputs, kwargs = passes.capture_block_inputs(model, tiny_calibration().tokens, cpu, cpu, 2)
+    linears = prunable_linears(block)
+    shared, _ = passes.gather_stats(block, linears, inputs, kwargs, [BUILTIN[GRAM]], cpu, 2)
+    groups = {id(acc) for acc in shared.values()}
+    assert len(groups) == 4 and len(linears) == (6 if build is tiny_opt else 7)  # q/k/v (and gate/up) as one
+    pruned = {}
+    for share in (True, False):
+        monkeypatch.setattr(engine, "gather_stats", partial(passes.gather_stats, share=share))
+        model = build()
+        sds_bench.prune(model, None, "sds-sparsegpt", "2:4", tiny_calibration(), quiet=True)
+        pruned[share] = [p.detach().clone() for p in model.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(pruned[True], pruned[False]))

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from sds_bench.embedded.configs import CONTEXT, config_factory
 from sds_bench.embedded.corpus import SPLITS, corpus_sha256, corpus_text
-from sds_bench.eval.perplexity import window_nlls
+from sds_bench.eval.perplexity import window_nlls, windows
 from sds_bench.record import environment, write_json_atomic
 
 VOCAB_SIZE = 4096
@@ -108,7 +108,7 @@ def unigram_perplexity(train_ids: torch.Tensor, ids: torch.Tensor, vocab_size: i
 
 def model_perplexity(model, ids: torch.Tensor, seqlen: int) -> float:
     """Window perplexity (the protocol of the perplexity evaluator) of a token stream [T]."""
-    return math.exp(window_nlls(model, ids[None], seqlen, batch_size=8, quiet=True).mean().item())
+    return math.exp(window_nlls(model, windows(ids[None], seqlen), batch_size=8, quiet=True).mean().item())
 
 
 def build(name: str, output: str | Path, recipe: Recipe = Recipe(), quiet: bool = False) -> dict[str, Any]:

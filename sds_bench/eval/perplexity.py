@@ -33,11 +33,27 @@ class PerplexityOptions:
     quiet: bool = False
 
 
+def windows(ids: torch.Tensor, seqlen: int) -> torch.Tensor:
+    """The non-overlapping seqlen windows [W, seqlen] of ids [1, T], the tail dropped."""
+    return ids[0, : ids.shape[1] // seqlen * seqlen].reshape(-1, seqlen)
+
+
+def eval_windows(model, tokenizer, options: PerplexityOptions) -> tuple[torch.Tensor, dict]:
+    """The dataset's evaluation windows for this model (checked against its vocabulary), and their protocol."""
+    seqlen = resolve_seqlen(model, options.seqlen)
+    ids, protocol = eval_tokens(options.dataset, tokenizer, seqlen, options.data_file)
+    if options.max_windows:
+        ids = ids[:, : options.max_windows * seqlen]
+    check_token_ids(model, ids, options.dataset)
+    if ids.shape[1] < seqlen:
+        raise UserError(f"{options.dataset}: {ids.shape[1]} tokens are fewer than one window of {seqlen}")
+    return windows(ids, seqlen), {**protocol, "seqlen": seqlen, "max_windows": options.max_windows}
+
+
 @torch.no_grad()
-def window_nlls(model, ids: torch.Tensor, seqlen: int, batch_size: int = 1, quiet: bool = False) -> torch.Tensor:
-    """Mean token NLL of each non-overlapping seqlen window of ids [1, T]."""
+def window_nlls(model, windows: torch.Tensor, batch_size: int = 1, quiet: bool = False) -> torch.Tensor:
+    """Mean token NLL of each window [W, seqlen]."""
     device = next(model.parameters()).device
-    windows = ids[0, : ids.shape[1] // seqlen * seqlen].reshape(-1, seqlen)
     nlls = []
     for batch in tqdm(windows.split(batch_size), desc="perplexity", unit="batch", disable=quiet):
         batch = batch.to(device)
@@ -49,18 +65,12 @@ def window_nlls(model, ids: torch.Tensor, seqlen: int, batch_size: int = 1, quie
 
 def perplexity(model, tokenizer, options: PerplexityOptions) -> EvalResult:
     """Perplexity of the model on the chosen dataset, with the protocol that produced it."""
-    seqlen = resolve_seqlen(model, options.seqlen)
-    ids, protocol = eval_tokens(options.dataset, tokenizer, seqlen, options.data_file)
-    if options.max_windows:
-        ids = ids[:, : options.max_windows * seqlen]
-    check_token_ids(model, ids, options.dataset)
-    if ids.shape[1] < seqlen:
-        raise UserError(f"{options.dataset}: {ids.shape[1]} tokens are fewer than one window of {seqlen}")
-    nlls = window_nlls(model, ids, seqlen, options.batch_size, options.quiet)
+    windows, protocol = eval_windows(model, tokenizer, options)
+    nlls = window_nlls(model, windows, options.batch_size, options.quiet)
     ppl = math.exp(nlls.mean().item())
     return EvalResult({f"ppl_{options.dataset}": ppl},
-                      {**protocol, "seqlen": seqlen, "windows": nlls.numel(), "tokens": nlls.numel() * seqlen,
-                       "metric": "perplexity: exp(mean over windows of mean token NLL)", "max_windows": options.max_windows})
+                      {**protocol, "windows": nlls.numel(), "tokens": windows.numel(),
+                       "metric": "perplexity: exp(mean over windows of mean token NLL)"})
 
 
 @hookimpl

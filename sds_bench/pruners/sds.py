@@ -29,7 +29,7 @@ import torch
 
 from sds_bench.errors import UserError
 from sds_bench.hookspecs import hookimpl
-from sds_bench.plugin import Pruner, option
+from sds_bench.plugin import Refinement, option
 from sds_bench.sparsity import Sparsity, pattern_mask, satisfies
 from sds_bench.stats import DENSE_GRAM, GRAM, LayerStats
 
@@ -43,8 +43,6 @@ Solver = Literal["fast", "plain"]
 class SDSOptions:
     """Every switch of SDS. Paper values where the paper gives one; the other defaults are justified in docs/sds.md."""
 
-    base_options: str = ""
-    """Options of the base pruner P as 'key=value,key=value' (e.g. 'percdamp=0.02,blocksize=64')."""
     initial_prune: bool = True
     """Step 1. Off: step 2 starts from the dense weights."""
     redense: bool = True
@@ -101,22 +99,10 @@ class SDSOptions:
     """Bins of each recorded histogram."""
 
 
-@dataclass
-class SDSWrapperOptions(SDSOptions):
-    """SDSOptions plus the base pruner's name, for `--method sds --base NAME`."""
-
-    base: str = ""
-    """The registered per-layer pruner P that SDS wraps."""
-
-
 def sds(weight: torch.Tensor, stats: LayerStats, sparsity: Sparsity, options: SDSOptions,
-        base: tuple[Pruner, Any]) -> torch.Tensor:
-    """Prune one Linear by Sparse-Dense-Sparse around P = `base` (the pruner and its options, from the caller);
-    record each step's error (and chosen histograms)."""
-    pruner, base_options = base
-    if sparsity.kind not in pruner.patterns:
-        raise UserError(f"sds: base pruner {pruner.name!r} does not support {sparsity}")
-    P = functools.partial(pruner.prune, stats=stats, sparsity=sparsity, options=base_options)
+        P: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Prune one Linear by Sparse-Dense-Sparse around the base pruner P (bound to this layer by the registry's
+    `Refinement.pruner`); record each step's error (and chosen histograms)."""
     W = W_d = weight.float()
     H = stats.gram
     steps, iterations = {"dense": W_d}, {}
@@ -357,24 +343,12 @@ def histograms(stages: dict[str, torch.Tensor], bins: int) -> dict[str, Any]:
                            "zeros": int((W == 0).sum()), "numel": W.numel()} for k, W in stages.items()}}
 
 
-def base_of(options: SDSOptions, name: str = "") -> tuple[str, dict[str, str]]:
-    """The base pruner P that SDS wraps (`name`, or option base) and P's options, read from base_options."""
-    pairs = [p.partition("=") for p in options.base_options.split(",") if p.strip()]
-    if any(not sep for _, sep, _ in pairs):
-        raise UserError(f"sds: bad base_options {options.base_options!r}; use 'key=value,key=value'")
-    return name or options.base, {k.strip(): v.strip() for k, _, v in pairs}
-
-
-def needs(options: SDSOptions, base: tuple[Pruner, Any]) -> set[str]:
-    """P's statistics, the Gram of steps 2 and 4, and the dense model's Gram when step 2 uses dense inputs."""
-    pruner, base_options = base
-    return pruner.required_stats(base_options) | {GRAM} | ({DENSE_GRAM} if options.redense_data == "dense" else set())
+def needs(options: SDSOptions) -> set[str]:
+    """The Gram of steps 2 and 4, and the dense model's Gram when step 2 uses dense inputs (P's come on top)."""
+    return {GRAM} | ({DENSE_GRAM} if options.redense_data == "dense" else set())
 
 
 @hookimpl
-def register_pruners(register):
-    register(Pruner("sds", "SDS (Sparse-Dense-Sparse, Li et al. 2025) around any per-layer pruner: --base NAME",
-                    prune=sds, needs=needs, options=SDSWrapperOptions, wraps=base_of))
-    for base in ("sparsegpt", "wanda", "magnitude"):
-        register(Pruner(f"sds-{base}", f"SDS (Sparse-Dense-Sparse, Li et al. 2025) around {base}",
-                        prune=sds, needs=needs, options=SDSOptions, wraps=functools.partial(base_of, name=base)))
+def register_refinements(register):
+    register(Refinement("sds", "SDS (Sparse-Dense-Sparse, Li et al. 2025)", refine=sds, needs=needs,
+                        options=SDSOptions))

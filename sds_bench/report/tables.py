@@ -15,9 +15,11 @@ from __future__ import annotations
 import math
 from itertools import product
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from sds_bench.allocation import UNIFORM
 from sds_bench.errors import UserError
 from sds_bench.eval.zeroshot import PREFIX as ZEROSHOT
 from sds_bench.plugin import parse_options
@@ -26,11 +28,10 @@ from sds_bench.report.plots import metric_plot
 from sds_bench.report.significance import paired_differences, reproduced, seed_summary, verdict_line
 from sds_bench.runner.cells import DENSE, expand, pattern_label
 from sds_bench.runner.store import FAILED, Store
-from sds_bench.runner.suite import Suite, ToleranceSpec
+from sds_bench.runner.suite import MethodSpec, Suite, ToleranceSpec
 
 BASELINES_DIR = Path(__file__).resolve().parents[2] / "baselines"
 """The repository's published numbers (absent from an installed wheel: pass --baselines there)."""
-SDS_PREFIX = "sds-"
 KEYS = ["model", "method", "pattern", "metric"]
 SUFFIX = {"value": "", "std": "std", "n": "n", "stderr": "se", "paper": "paper", "diff": "Δ",
           "reproduced": "reproduced"}
@@ -125,20 +126,30 @@ def with_paper(summary: pd.DataFrame, baselines: pd.DataFrame, tolerance: Tolera
 
 
 def refinement_pairs(suite: Suite) -> list[tuple[str, str]]:
-    """(method, base) for every method of the suite that refines another: 'sds-P' and 'P' by name, and a wrapper
-    (SDS around any pruner) and the suite's method that runs its base pruner with the same options."""
-    names = {m.name for m in suite.methods}
+    """(method, base) for every method of the suite that refines another: 'R-P' and 'P' by label (R a refinement:
+    SDS, DSnoT), a refinement with --base P and the method that runs P with the same options, and a method with a
+    non-uniform allocation (OWL) and the one that runs the same pruner uniformly."""
+    parsed = {m.name: parse_options(registry().pruner(m.pruner), m.options) for m in suite.methods}
+
+    def runs(m: MethodSpec, pruner: str, options: Any, allocation: str) -> bool:
+        return m.pruner == pruner and m.allocation == allocation and parsed[m.name] == options
+
     pairs = []
     for method in suite.methods:
         pruner = registry().pruner(method.pruner)
-        options = parse_options(pruner, method.options)
-        base, raw = pruner.wraps(options) if pruner.wraps else ("", {})
-        by_name = method.name.removeprefix(SDS_PREFIX) if method.name.startswith(SDS_PREFIX) else None
-        by_base = [m.name for m in suite.methods if base and m.pruner == base and m is not method
-                   and parse_options(registry().pruner(base), m.options) == parse_options(registry().pruner(base), raw)]
-        partner = by_name if by_name in names else next(iter(by_base), None)
-        if partner:
-            pairs.append((method.name, partner))
+        if method.allocation != UNIFORM:
+            partners = [m.name for m in suite.methods if runs(m, method.pruner, parsed[method.name], UNIFORM)]
+        elif pruner.wraps:
+            base, raw = pruner.wraps(parsed[method.name])
+            options = parse_options(registry().pruner(base), raw)
+            partners = [m.name for m in suite.methods if runs(m, base, options, UNIFORM)]
+            named = method.name.removeprefix(f"{pruner.refines}-")
+            partners = [named] if named != method.name and named in parsed else partners
+        else:  # a row labelled 'R-P' for a refinement R, beside a row 'P'
+            partners = [rest for r in registry().refinements if (rest := method.name.removeprefix(f"{r}-")) !=
+                        method.name and rest in parsed]
+        if partners:
+            pairs.append((method.name, partners[0]))
     return pairs
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sds_bench.allocation import UNIFORM
 from sds_bench.errors import UserError
 from sds_bench.models import resolve_model_path
 from sds_bench.runner.suite import CalibrationSpec, EvaluatorSpec, RunSpec, Suite
@@ -43,6 +44,8 @@ class Cell:
     evaluator_plugin: str
     eval_options: dict[str, Any]
     run: RunSpec
+    allocation: str = UNIFORM
+    allocation_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     show_seed: bool = False
     """Whether the name ends in the seed (in a suite of several seeds); a label, not part of the key."""
 
@@ -70,8 +73,10 @@ class Cell:
         run = dataclasses.asdict(self.run)
         run.pop("offload")  # where activations wait changes memory, not results
         run.pop("trust_remote_code")  # a permission, not a setting of the result
+        allocation = {} if self.allocation == UNIFORM else {
+            "allocation": self.allocation, "allocation_options": self.allocation_options}  # uniform: older keys hold
         return {"model": self.model, "model_sha256": self.model_sha256, **run, "pruner": self.pruner,
-                "options": self.options,
+                "options": self.options, **allocation,
                 "sparsity": self.sparsity,
                 "calibration": dataclasses.asdict(self.calibration) if self.calibration else None}
 
@@ -109,7 +114,7 @@ def expand(suite: Suite) -> list[Cell]:
         for seed in suite.seeds:
             evaluators = [ev for ev in suite.evaluators if ev.seeds is None or seed in ev.seeds]
             for method in suite.methods:
-                for sparsity in suite.sparsities:
+                for sparsity in method.sparsities or suite.sparsities:
                     cells += [_cell(suite, model, sha, method, sparsity, ev, seed) for ev in evaluators]
     seen: dict[str, Cell] = {}
     for cell in cells:
@@ -123,7 +128,8 @@ def _cell(suite: Suite, model: str, sha: str | None, method, sparsity: str | Non
     return Cell(model, sha, method.name if method else DENSE, method.pruner if method else None,
                 method.options if method else {}, sparsity,
                 dataclasses.replace(suite.calibration, seed=seed) if method else None,
-                ev.name, ev.evaluator, ev.options, suite.run, show_seed=len(suite.seeds) > 1)
+                ev.name, ev.evaluator, ev.options, suite.run, method.allocation if method else UNIFORM,
+                method.allocation_options if method else {}, show_seed=len(suite.seeds) > 1)
 
 
 def model_sha256(model: str) -> str | None:

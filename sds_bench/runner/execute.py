@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from sds_bench import api, data
 from sds_bench.errors import UserError
 from sds_bench.models import check_reachable, hub_revision, load_model, resolve_device
-from sds_bench.plugin import parse_options
+from sds_bench.plugin import DENSE_MODEL
 from sds_bench.record import environment
 from sds_bench.registry import registry
 from sds_bench.runner.cells import Cell, expand, model_label, model_sha256, prune_groups, select
@@ -127,7 +127,8 @@ def run_group(cells: list[Cell], save_dir: Path | None = None,
             calib = _calibration(first, model, tokenizer, calibrations, times) if _needs_calibration(first) else None
             record = api.prune(model, tokenizer, first.pruner, first.sparsity, calib, seed=first.calibration.seed,
                                options=first.options, device=str(device), offload=first.run.offload,
-                               batch_size=first.run.batch_size, quiet=True)
+                               batch_size=first.run.batch_size, quiet=True, allocation=first.allocation,
+                               allocation_options=first.allocation_options)
             times["prune"] = record["wall_seconds"]
             memory = {f"prune_{k}": v for k, v in _peak_memory(device).items()}
             model.to(device)
@@ -139,14 +140,31 @@ def run_group(cells: list[Cell], save_dir: Path | None = None,
             yield _row(cell, FAILED, times, device, memory, error=e)
         return
     pruning = {**record, "layers": len(record["layers"])} if record else None  # per-layer detail: --save-models
+    dense = _DenseModel(first, model if first.dense else None, device)
     for cell in cells:
         try:
             started = time.perf_counter()
-            result = api.evaluate(model, tokenizer, cell.evaluator_plugin, _eval_options(cell))
+            plugin = registry().evaluator(cell.evaluator_plugin)
+            result = api.evaluate(model, tokenizer, cell.evaluator_plugin, _eval_options(cell),
+                                  dense.get() if DENSE_MODEL in plugin.needs else None)
             yield _row(cell, OK, {**times, "eval": time.perf_counter() - started}, device, memory, model=info,
                        pruning=pruning, evaluation=dataclasses.asdict(result))
         except Exception as e:
             yield _row(cell, FAILED, times, device, memory, model=info, pruning=pruning, error=e)
+
+
+class _DenseModel:
+    """The group's dense model for evaluators that compare with it: loaded on first use, once per group (a dense
+    cell's own model is it)."""
+
+    def __init__(self, cell: Cell, model, device):
+        self.cell, self.model, self.device = cell, model, device
+
+    def get(self):
+        if self.model is None:
+            self.model = load_model(self.cell.model, self.cell.run.dtype, str(self.device),
+                                    trust_remote_code=self.cell.run.trust_remote_code)[0]
+        return self.model
 
 
 def group_rows(cells: list[Cell], save_dir: Path | None = None) -> list[dict[str, Any]]:
@@ -189,10 +207,9 @@ def _submitit_rows(groups: list[list[Cell]], folder: Path, cluster: str | None, 
 
 
 def _needs_calibration(cell: Cell) -> bool:
-    """Whether the cell's pruner gathers statistics (magnitude, for one, does not)."""
-    pruner = registry().pruner(cell.pruner)
-    options = parse_options(pruner, cell.options)
-    return api.resolve_base(pruner, options).needs_calibration(options)
+    """Whether the cell's pruner or allocator gathers statistics (magnitude with uniform allocation does not)."""
+    pruner, options = api.resolve_method(cell.pruner, cell.options)
+    return pruner.needs_calibration(options) or registry().allocator(cell.allocation).allocate is not None
 
 
 def _calibration(cell: Cell, model, tokenizer, cache: dict[str, data.Calibration],

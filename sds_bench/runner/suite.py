@@ -42,7 +42,8 @@ from typing import Any
 
 import torch
 
-from sds_bench.api import resolve_base
+from sds_bench.allocation import UNIFORM
+from sds_bench.api import check_allocation, check_pattern, resolve_method
 from sds_bench.engine import OFFLOAD
 from sds_bench.errors import UserError, at_least
 from sds_bench.models import DTYPES
@@ -62,6 +63,11 @@ class MethodSpec:
     name: str
     pruner: str
     options: dict[str, Any] = field(default_factory=dict)
+    allocation: str = UNIFORM
+    """The registered allocator giving each Linear its sparsity (uniform: the target)."""
+    allocation_options: dict[str, Any] = field(default_factory=dict)
+    sparsities: tuple[str, ...] | None = None
+    """The suite's sparsities this method runs at (None: all of them), e.g. only '50%' for an unstructured method."""
 
 
 @dataclass(frozen=True)
@@ -215,12 +221,12 @@ def _validated(suite: Suite) -> Suite:
     _check_settings(suite.calibration, suite.run)
     for method in suite.methods:
         try:
-            pruner = registry().pruner(method.pruner)
-            resolve_base(pruner, parse_options(pruner, method.options))  # a wrapper's base and its options too
-            for sparsity in suite.sparsities:
-                if Sparsity.parse(sparsity).kind not in pruner.patterns:
-                    raise UserError(f"{method.pruner!r} does not support {Sparsity.parse(sparsity).kind} sparsity "
-                                    f"({sparsity}); it supports {', '.join(pruner.patterns)}")
+            pruner, _ = resolve_method(method.pruner, method.options)  # a wrapper's base and its options too
+            if stray := sorted(set(method.sparsities or ()) - set(suite.sparsities)):
+                raise UserError(f"sparsities {stray} are not among the suite's sparsities {list(suite.sparsities)}")
+            for sparsity in method.sparsities or suite.sparsities:
+                check_allocation(pruner, check_pattern(method.pruner, pruner, sparsity), method.allocation,
+                                 method.allocation_options)
         except UserError as e:
             raise UserError(f"methods entry {method.name!r}: {e}") from None
     for ev in suite.evaluators:
@@ -264,7 +270,7 @@ def _parse(raw: dict[str, Any], path: Path) -> Suite:
     for key in ("models", "methods", "sparsities", "evaluators"):
         if not isinstance(raw.get(key), list) or not raw[key]:
             raise UserError(f"{key!r} must be a non-empty list")
-    sparsities = tuple(str(Sparsity.parse(s)) for s in raw["sparsities"])
+    sparsities = _sparsity_list(raw["sparsities"], "'sparsities'")
     calibration = _section(raw, "calibration", CalibrationSpec)
     return Suite(
         name=_typed(raw, "name", str, path.stem), path=path,
@@ -286,11 +292,26 @@ def _plugin_spec(item: Any, key: str, plugin_key: str, spec: type) -> Any:
         return spec(item, item, {})
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise UserError(f"each entry of {key!r} must be a name or a table with a 'name'; got {item!r}")
-    known = {"name", plugin_key, "options", *(["seeds"] if spec is EvaluatorSpec else [])}
-    if unknown := set(item) - known:
+    own = ["seeds"] if spec is EvaluatorSpec else ["allocation", "allocation_options", "sparsities"]
+    if unknown := set(item) - {"name", plugin_key, "options", *own}:
         raise UserError(f"{key} entry {item['name']!r}: unknown key(s) {', '.join(sorted(unknown))}")
-    seeds = {"seeds": _seeds(item["seeds"], f"{key} entry {item['name']!r}: seeds")} if "seeds" in item else {}
-    return spec(item["name"], _typed(item, plugin_key, str, item["name"]), _typed(item, "options", dict, {}), **seeds)
+    extra: dict[str, Any] = {}
+    if "seeds" in item:
+        extra["seeds"] = _seeds(item["seeds"], f"{key} entry {item['name']!r}: seeds")
+    if "allocation" in item:
+        extra["allocation"] = _typed(item, "allocation", str, UNIFORM)
+    if "allocation_options" in item:
+        extra["allocation_options"] = _typed(item, "allocation_options", dict, {})
+    if "sparsities" in item:
+        extra["sparsities"] = _sparsity_list(item["sparsities"], f"{key} entry {item['name']!r}: sparsities")
+    return spec(item["name"], _typed(item, plugin_key, str, item["name"]), _typed(item, "options", dict, {}), **extra)
+
+
+def _sparsity_list(value: Any, where: str) -> tuple[str, ...]:
+    """A non-empty list of sparsity specs, each in its canonical form ('50%' -> '0.5')."""
+    if not isinstance(value, list) or not value:
+        raise UserError(f"{where} must be a non-empty list; got {value!r}")
+    return tuple(str(Sparsity.parse(s)) for s in value)
 
 
 def _seeds(value: Any, where: str) -> tuple[int, ...]:

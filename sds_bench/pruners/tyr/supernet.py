@@ -19,7 +19,7 @@ from sds_bench.models import adapter_for
 from sds_bench.passes import capture_block_inputs, gather_stats, run_block
 from sds_bench.pruners.tyr.local import Candidates
 from sds_bench.pruners.tyr.structures import Kind
-from sds_bench.stats import GRAM
+from sds_bench.stats import BUILTIN, GRAM
 
 ACCUMULATIONS = ("expectation", "center", "dense")
 """What the next block is calibrated on: the density-weighted mean of the candidates (the paper), the centre
@@ -89,7 +89,7 @@ def build(model: nn.Module, tokens: torch.Tensor, slots: list[Slot],
     for i, block in enumerate(tqdm(adapter.decoder_blocks(model), desc="tyr supernet", unit="block", disable=quiet)):
         layer = [s for s in slots if s.layer == i]
         linears = {s.kind.name: block.get_submodule(s.kind.cols) for s in layer}
-        accs, outs = gather_stats(block, linears, inputs, kwargs, {GRAM}, device, batch_size)
+        accs, outs = gather_stats(block, linears, inputs, kwargs, [BUILTIN[GRAM]], device, batch_size)
         for slot in layer:
             reader = linears[slot.kind.name]
             slot.dense = reader.weight.data
