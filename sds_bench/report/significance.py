@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from sds_bench.runner.cells import model_label
+
 LEVEL = 0.95
 SEEDS, STDERR = "seeds", "lm-eval stderr"
 """What an interval rests on: the spread of the paired difference over seeds, or the evaluator's standard errors."""
@@ -101,3 +103,15 @@ def verdict_line(verdicts: pd.Series, tolerance: str) -> str:
     """'12 of 14 published values reproduced (within ±1 perplexity)'; '' when nothing is published."""
     known = verdicts.dropna()
     return f"{int(known.sum())} of {len(known)} published values reproduced (within {tolerance})" if len(known) else ""
+
+
+def direction_line(deltas: pd.DataFrame, lower_is_better: bool) -> str:
+    """One line over a metric's paired differences: how many are significant gains, which are significant losses
+    (the refinement or allocation worse than its base), and how many are not significant."""
+    significant = deltas[deltas["significant"].fillna(False).astype(bool)]
+    worse = significant[(significant["value"] > 0) == lower_is_better]
+    losses = ", ".join(f"{r.method.split(' − ')[0]} {r.pattern} ({model_label(r.model)})"
+                       for r in worse.itertuples(index=False))
+    return (f"{len(significant) - len(worse)} of {len(deltas)} differences are significant gains over the base, "
+            f"{len(worse)} significant losses{': ' + losses if losses else ''}; "
+            f"{len(deltas) - len(significant)} not significant.")

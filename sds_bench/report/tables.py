@@ -25,7 +25,13 @@ from sds_bench.eval.zeroshot import PREFIX as ZEROSHOT
 from sds_bench.plugin import parse_options
 from sds_bench.registry import registry
 from sds_bench.report.plots import metric_plot
-from sds_bench.report.significance import paired_differences, reproduced, seed_summary, verdict_line
+from sds_bench.report.significance import (
+    direction_line,
+    paired_differences,
+    reproduced,
+    seed_summary,
+    verdict_line,
+)
 from sds_bench.runner.cells import DENSE, expand, pattern_label
 from sds_bench.runner.store import FAILED, Store
 from sds_bench.runner.suite import MethodSpec, Suite, ToleranceSpec
@@ -319,7 +325,8 @@ def _markdown(suite: Suite, tables: dict[str, pd.DataFrame], long: pd.DataFrame,
                   "not; `—`: no interval.", ""]
         for metric, part in tables["sds_deltas"].groupby("metric", sort=False):
             if _headline(metric):  # per-task differences: in sds_deltas.csv
-                lines += [f"### {metric}", ""] + _per_model(_paired_cells(part, patterns, _fmt(metric)), None, "####")
+                lines += [f"### {metric}", "", direction_line(part, is_perplexity(metric)), ""]
+                lines += _per_model(_paired_cells(part, patterns, _fmt(metric)), None, "####")
     for title, name, fmt in (("Measured sparsity of the decoder Linears (mean over seeds)", "sparsity", ".4f"),
                              ("All metrics (mean over seeds)", "metrics", None)):
         if not tables[name].empty:
