@@ -502,6 +502,11 @@ SUITES = {
     "suite_eval_seqlen": _evaluator('{name = "ppl", evaluator = "perplexity", options = {seqlen = 0}}'),
     "suite_eval_windows": _evaluator('{name = "ppl", evaluator = "perplexity", options = {max_windows = -1}}'),
     "suite_zeroshot_limit": _evaluator('{name = "zs", evaluator = "zeroshot", options = {limit = 0}}'),
+    "suite_eval_methods": _evaluator('{name = "ppl", evaluator = "perplexity", methods = ["wanda"]}'),
+    "suite_method_sparsity": _method('{name = "m", pruner = "magnitude", sparsities = ["4:8"]}'),
+    "suite_owl_nm": _method('{name = "o", pruner = "wanda", allocation = "owl"}'),
+    "suite_owl_option": _method('{name = "o", pruner = "wanda", allocation = "owl", allocation_options = {lam = -1.0}, '
+                                'sparsities = ["2:4"]}'),
 }
 BUILDERS.update(SUITES)
 
@@ -542,6 +547,14 @@ C2_SUITE_CASES = [
                  id="suite-evaluator-seqlen-0"),
     pytest.param(RUN % "suite_eval_windows", "'perplexity': option 'max_windows' must be >= 1; got -1",
                  id="suite-evaluator-max-windows"),
+    pytest.param(RUN % "suite_eval_methods", "evaluators entry 'ppl': methods ['wanda'] are not among the suite's",
+                 id="suite-evaluator-methods"),
+    pytest.param(RUN % "suite_method_sparsity", "methods entry 'm': sparsities ['4:8'] are not among the suite's",
+                 id="suite-method-sparsities"),
+    pytest.param(RUN % "suite_owl_nm", "methods entry 'o': allocation 'owl' allocates unstructured sparsity only",
+                 id="suite-owl-nm"),
+    pytest.param(RUN % "suite_owl_option", "methods entry 'o': 'owl': option 'lam' must be >= 0; got -1.0",
+                 id="suite-owl-option"),
     pytest.param(RUN % "suite_zeroshot_limit", "'zeroshot': option 'limit' must be >= 1; got 0",
                  id="suite-zeroshot-limit-0"),
     pytest.param("run {suite_ok} --results {a_file} --quiet", "is a file; give a directory", id="run-results-a-file"),

@@ -133,9 +133,11 @@ def test_shipped_suites_expand_to_the_paper_grids():
     assert {(c.calibration.source, c.calibration.nsamples, c.calibration.seqlen) for c in cells if not c.dense} == {
         ("c4", 128, 2048)}
     embedded = expand(load_suite("embedded"))
-    # per model: dense x 2 evaluators, then (7 methods x 3 patterns + owl-wanda at 50% only) x (perplexity at
-    # seeds 0, 1, 2 and zero-shot at seed 0)
-    assert len(embedded) == 2 * (2 + (7 * 3 + 1) * (3 + 1))
+    # per model: dense x 2 evaluators, then (7 methods x 3 patterns + owl-wanda at 50% only) x perplexity at seeds
+    # 0, 1, 2, and the paper's 5 methods x 3 patterns x zero-shot at seed 0
+    assert len(embedded) == 2 * (2 + (7 * 3 + 1) * 3 + 5 * 3)
+    assert {c.method for c in embedded if c.evaluator == "zeroshot"} == {
+        "dense", "magnitude", "wanda", "sparsegpt", "sds-wanda", "sds-sparsegpt"}
     assert {c.pattern for c in embedded if c.method == "owl-wanda"} == {"50%"}
     assert {c.allocation for c in embedded if c.method == "owl-wanda"} == {"owl"}
     assert {c.seed for c in embedded if c.evaluator == "zeroshot"} == {None, 0}

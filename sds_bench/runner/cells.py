@@ -115,7 +115,8 @@ def expand(suite: Suite) -> list[Cell]:
             evaluators = [ev for ev in suite.evaluators if ev.seeds is None or seed in ev.seeds]
             for method in suite.methods:
                 for sparsity in method.sparsities or suite.sparsities:
-                    cells += [_cell(suite, model, sha, method, sparsity, ev, seed) for ev in evaluators]
+                    cells += [_cell(suite, model, sha, method, sparsity, ev, seed) for ev in evaluators
+                              if ev.methods is None or method.name in ev.methods]
     seen: dict[str, Cell] = {}
     for cell in cells:
         if (other := seen.setdefault(cell.key, cell)) is not cell:

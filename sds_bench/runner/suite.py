@@ -15,7 +15,7 @@ A suite is a shipped name (``sds_bench/suites/NAME.toml``) or a path to a TOML f
     [calibration]                         # source, nsamples, seqlen (default: model context, max 2048), seed
     source = "embedded"
 
-    [[evaluators]]                        # name, evaluator (default: name), options, seeds (a subset of seeds)
+    [[evaluators]]                        # name, evaluator (default: name), options, seeds and methods (subsets)
     name = "perplexity"
     options = {dataset = "embedded", seqlen = 128}
 
@@ -73,12 +73,14 @@ class MethodSpec:
 @dataclass(frozen=True)
 class EvaluatorSpec:
     """A label, the registered evaluator it runs, that evaluator's options (the evaluation protocol), and the
-    calibration seeds it evaluates (None: every seed of the suite)."""
+    calibration seeds and methods it evaluates (None: all of the suite's)."""
 
     name: str
     evaluator: str
     options: dict[str, Any] = field(default_factory=dict)
     seeds: tuple[int, ...] | None = None
+    methods: tuple[str, ...] | None = None
+    """The method labels it evaluates (None: every method); the dense model is always evaluated."""
 
 
 @dataclass(frozen=True)
@@ -233,6 +235,8 @@ def _validated(suite: Suite) -> Suite:
         try:
             if ev.seeds is not None and (stray := sorted(set(ev.seeds) - set(suite.seeds))):
                 raise UserError(f"seeds {stray} are not among the suite's seeds {list(suite.seeds)}")
+            if ev.methods is not None and (stray := sorted(set(ev.methods) - {m.name for m in suite.methods})):
+                raise UserError(f"methods {stray} are not among the suite's methods")
             parse_options(registry().evaluator(ev.evaluator), ev.options)
         except UserError as e:
             raise UserError(f"evaluators entry {ev.name!r}: {e}") from None
@@ -292,12 +296,18 @@ def _plugin_spec(item: Any, key: str, plugin_key: str, spec: type) -> Any:
         return spec(item, item, {})
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise UserError(f"each entry of {key!r} must be a name or a table with a 'name'; got {item!r}")
-    own = ["seeds"] if spec is EvaluatorSpec else ["allocation", "allocation_options", "sparsities"]
+    own = ["seeds", "methods"] if spec is EvaluatorSpec else ["allocation", "allocation_options", "sparsities"]
     if unknown := set(item) - {"name", plugin_key, "options", *own}:
         raise UserError(f"{key} entry {item['name']!r}: unknown key(s) {', '.join(sorted(unknown))}")
     extra: dict[str, Any] = {}
     if "seeds" in item:
         extra["seeds"] = _seeds(item["seeds"], f"{key} entry {item['name']!r}: seeds")
+    if "methods" in item:
+        names = item["methods"]
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise UserError(f"{key} entry {item['name']!r}: methods must be a non-empty list of method names; "
+                            f"got {names!r}")
+        extra["methods"] = tuple(names)
     if "allocation" in item:
         extra["allocation"] = _typed(item, "allocation", str, UNIFORM)
     if "allocation_options" in item:
