@@ -39,10 +39,10 @@ def allocate(model: nn.Module, allocator: Allocator, options: Any, sparsity: Spa
         block.to(device)
         linears = prunable_linears(block)
         accs, inputs = gather_stats(block, linears, inputs, kwargs, needs, device, batch_size)
+        block.to(home)  # before reading the weights, so that no block's device copy outlives its turn
         blocks.append({f"{adapter.blocks}.{i}.{name}": (lin.weight.data, LayerStats(
             f"{adapter.blocks}.{i}.{name}", nsamples=calibration.shape[0],
             values={k: a.value.to(home) for k, a in accs[name].items()})) for name, lin in linears.items()})
-        block.to(home)
     return checks.allocation(allocator.name, allocator.allocate(blocks, sparsity, options), blocks)
 
 

@@ -40,6 +40,11 @@ def option(default: Any, *, ge: float | None = None, gt: float | None = None, le
     return field(default=default, metadata={"bounds": bounds})
 
 
+def needed(needs: Iterable[str] | Callable[[Any], Iterable[str]], options: Any) -> set[str]:
+    """The statistic names a `needs` declaration gives for these options (a fixed tuple, or a function of them)."""
+    return set(needs(options) if callable(needs) else needs)
+
+
 @dataclass(frozen=True)
 class Pruner:
     """A registered pruning method."""
@@ -60,7 +65,7 @@ class Pruner:
 
     def required_stats(self, options: Any) -> set[str]:
         """The statistics the engine must gather for this pruner with these options."""
-        return set(self.needs(options) if callable(self.needs) else self.needs)
+        return needed(self.needs, options)
 
     def needs_calibration(self, options: Any) -> bool:
         """Whether this pruner reads calibration data: every whole-model pruner, and any that asks for statistics."""
@@ -101,7 +106,7 @@ class Refinement:
 
     def required_stats(self, options: Any) -> set[str]:
         """The statistics this refinement reads itself (its base's come on top)."""
-        return set(self.needs(options) if callable(self.needs) else self.needs)
+        return needed(self.needs, options)
 
     def pruner(self, base: Pruner | None = None) -> Pruner:
         """The pruner NAME-P around `base` P (its patterns those both support), or with no base NAME, whose option

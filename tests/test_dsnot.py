@@ -12,7 +12,7 @@ import torch
 from sds_bench.data import calibration
 from sds_bench.models import adapter_for, load_model, prunable_linears
 from sds_bench.passes import capture_block_inputs, gather_stats
-from sds_bench.pruners.dsnot import DSnoTOptions, dsnot, register_refinements
+from sds_bench.pruners.dsnot import DSnoTOptions, dsnot
 from sds_bench.pruners.magnitude import MagnitudeOptions, magnitude
 from sds_bench.pruners.wanda import WandaOptions, wanda
 from sds_bench.sparsity import Sparsity
@@ -595,11 +595,3 @@ def test_keeps_the_zeros_of_a_base_with_uneven_rows(block0, spec):
     assert not torch.equal(mask, base_mask)
     assert torch.equal(blocks_zeros(mask, sparsity), blocks_zeros(base_mask, sparsity))
     assert sparsity.is_nm or len(blocks_zeros(base_mask, sparsity).unique()) > 1
-
-
-def test_registers_the_refinement():
-    registered = []
-    register_refinements(registered.append)
-    (refinement,) = registered
-    assert (refinement.name, refinement.refine, refinement.options) == ("dsnot", dsnot, DSnoTOptions)
-    assert refinement.required_stats(DSnoTOptions()) == {COL_SQ, COL_SUM, COL_VAR}

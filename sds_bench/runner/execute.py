@@ -9,6 +9,7 @@ an interrupt stops the sweep and loses only the cells in flight.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import resource
 import time
 import traceback
@@ -140,31 +141,18 @@ def run_group(cells: list[Cell], save_dir: Path | None = None,
             yield _row(cell, FAILED, times, device, memory, error=e)
         return
     pruning = {**record, "layers": len(record["layers"])} if record else None  # per-layer detail: --save-models
-    dense = _DenseModel(first, model if first.dense else None, device)
+    dense = functools.cache(lambda: model if first.dense else load_model(
+        first.model, first.run.dtype, str(device), trust_remote_code=first.run.trust_remote_code)[0])
     for cell in cells:
         try:
             started = time.perf_counter()
             plugin = registry().evaluator(cell.evaluator_plugin)
             result = api.evaluate(model, tokenizer, cell.evaluator_plugin, _eval_options(cell),
-                                  dense.get() if DENSE_MODEL in plugin.needs else None)
+                                  dense() if DENSE_MODEL in plugin.needs else None)
             yield _row(cell, OK, {**times, "eval": time.perf_counter() - started}, device, memory, model=info,
                        pruning=pruning, evaluation=dataclasses.asdict(result))
         except Exception as e:
             yield _row(cell, FAILED, times, device, memory, model=info, pruning=pruning, error=e)
-
-
-class _DenseModel:
-    """The group's dense model for evaluators that compare with it: loaded on first use, once per group (a dense
-    cell's own model is it)."""
-
-    def __init__(self, cell: Cell, model, device):
-        self.cell, self.model, self.device = cell, model, device
-
-    def get(self):
-        if self.model is None:
-            self.model = load_model(self.cell.model, self.cell.run.dtype, str(self.device),
-                                    trust_remote_code=self.cell.run.trust_remote_code)[0]
-        return self.model
 
 
 def group_rows(cells: list[Cell], save_dir: Path | None = None) -> list[dict[str, Any]]:
