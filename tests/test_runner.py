@@ -147,7 +147,7 @@ def test_shipped_suites_expand_to_the_paper_grids():
     assert len(expand(load_suite("paper-llama"))) == 3 * (2 + 4 * 3 * 2)
     ablation = [c for c in expand(load_suite("sds-ablation")) if not c.dense]
     arms = [c for c in expand(load_suite("tyr-arms")) if not c.dense]
-    assert len(ablation) == 11 and {c.pattern for c in ablation} == {"2:4"}
+    assert len(ablation) == 13 and {c.pattern for c in ablation} == {"2:4"}
     assert len(arms) == 6 and {c.pruner for c in arms} == {"tyr", "wanda-sp"}
     for cell in ablation + arms:  # every switch names a real option with a valid value
         parse_options(registry().pruner(cell.pruner), cell.options)

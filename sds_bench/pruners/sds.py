@@ -10,7 +10,8 @@ Steps 2 and 4 read X only through the Gram H that the engine gathers (its N/2 sc
 iteration is one [out, in] x [in, in] product; token activations are never touched.
 
 Choices the paper leaves open, and the defaults (measured in docs/sds.md): the loss is the literal
-sum over tokens; ||W||_2 is the Frobenius norm, not squared; step 2 is gradient descent with step lr / L (L the
+sum over tokens, its Gram damped as SparseGPT damps its Hessian (so weights on inputs the calibration hardly
+excites stay near their dense values); ||W||_2 is the Frobenius norm, not squared; step 2 is gradient descent with step lr / L (L the
 curvature of the loss along H's top eigenvector, so lr 0.1 is a tenth of the largest stable step); step 4 is Adam
 with lr in units of rms(W_d), returning its best iterate. The default `solver=fast` reaches the same or lower errors
 in about a fifth of the products (`solve`); the option `solver=plain` runs the paper's 200 + 200 iterations.
@@ -88,6 +89,10 @@ class SDSOptions:
     'sgd': gradient descent with the raw step lr (the literal reading: with loss 'sum' and lr 0.1 it diverges)."""
     adjust_optimizer: Optimizer = "adam"
     """Step 4's optimiser, as `optimizer`."""
+    damp: float = option(0.01, ge=0)
+    """Steps 2 and 4 fit with the Gram H + damp * mean(diag H) * I, as SparseGPT damps its Hessian (percdamp 0.01):
+    a weight on an input the calibration hardly excites is held near its dense value instead of drifting freely
+    (docs/sds.md: one such input cost 13% perplexity). 0 is the loss exactly as the paper writes it."""
     loss: Literal["sum", "relative"] = "sum"
     """'sum': the formula as written, squared error summed over calibration tokens plus raw penalties; 'relative':
     every term over its dense-layer value (error over ||W_d X||^2, norms over ||W_d||), so lambda is scale-free."""
@@ -163,15 +168,15 @@ def refit(W: torch.Tensor, objective: Objective, iterations: int,
     if not iterations:
         return W, 0
     H, mask = objective.H, W != 0
-    d = torch.diagonal(H).clamp_min(torch.finfo(H.dtype).tiny)
-    R = ((objective.W_d - W) @ H).masked_fill_(~mask, 0)
-    err = error(W, objective.W_d, H)
+    d = (torch.diagonal(H) + objective.damping).clamp_min(torch.finfo(H.dtype).tiny)
+    R = objective.product(objective.W_d - W).masked_fill_(~mask, 0)
+    err = objective.error(W)
     Z = R / d
     P, rz, history = Z.clone(), (R * Z).sum(1, keepdim=True), [err]
     for i in range(iterations):
         if stop(history):
             return W, i + 1
-        AP = (P @ H).masked_fill_(~mask, 0)
+        AP = objective.product(P).masked_fill_(~mask, 0)
         alpha = rz / (P * AP).sum(1, keepdim=True).clamp_min(torch.finfo(H.dtype).tiny)
         err += float((alpha.square() * (P * AP).sum(1, keepdim=True) - 2 * alpha * (P * R).sum(1, keepdim=True)).sum())
         history.append(err)
@@ -252,11 +257,11 @@ def loss_scale(W_d: torch.Tensor, H: torch.Tensor, nsamples: int, relative: bool
     return nsamples / 2, (1.0, 1.0)
 
 
-def step_size(optimizer: Optimizer, lr: float, c: float, W_d: torch.Tensor, H: torch.Tensor) -> float:
-    """GD: a fraction lr of 1/L, L = 2c lambda_max(H) the curvature along H's top axis; Adam, whose steps are about
-    lr in size: lr in units of the dense weights' rms; SGD: lr as given."""
+def step_size(optimizer: Optimizer, lr: float, c: float, W_d: torch.Tensor, H: torch.Tensor, damping: float) -> float:
+    """GD: a fraction lr of 1/L, L = 2c lambda_max(H + damping I) the curvature along H's top axis; Adam, whose steps
+    are about lr in size: lr in units of the dense weights' rms; SGD: lr as given."""
     if optimizer == "gd":
-        return lr / (2 * c * (largest_eigenvalue(H) or 1.0))
+        return lr / (2 * c * ((largest_eigenvalue(H) + damping) or 1.0))
     if optimizer == "adam":
         return lr * float(W_d.pow(2).mean().sqrt())
     return lr
@@ -276,16 +281,27 @@ def adam_stepper(W: torch.Tensor, lr: float) -> Callable[[torch.Tensor], None]:
 
 
 class Objective:
-    """One layer's step-2/4 loss c tr((W - W_d) H (W - W_d)^T) + penalties, normalised per `loss`, and its optimiser."""
+    """One layer's step-2/4 loss c tr((W - W_d) (H + damping I) (W - W_d)^T) + penalties, normalised per `loss`, and
+    its optimiser."""
 
     def __init__(self, W_d: torch.Tensor, H: torch.Tensor, nsamples: int, options: SDSOptions, optimizer: Optimizer):
         self.W_d, self.H, self.nsamples, self.options, self.kind = W_d, H, nsamples, options, optimizer
         self.c, self.norms = loss_scale(W_d, H, nsamples, options.loss == "relative")
+        self.damping = options.damp * float(torch.diagonal(H).mean()) if options.damp else 0.0
 
     @functools.cached_property
     def lr(self) -> float:
         """The optimiser's step (see step_size), computed on first use (the power iteration is not free)."""
-        return step_size(self.kind, self.options.lr, self.c, self.W_d, self.H)
+        return step_size(self.kind, self.options.lr, self.c, self.W_d, self.H, self.damping)
+
+    def product(self, M: torch.Tensor) -> torch.Tensor:
+        """M (H + damping I), a new tensor: the one [out, in] x [in, in] product of an iteration."""
+        return (M @ self.H).add_(M, alpha=self.damping) if self.damping else M @ self.H
+
+    def error(self, W: torch.Tensor) -> float:
+        """The fitted error tr((W - W_d) (H + damping I) (W - W_d)^T) (`error` with the damped Gram)."""
+        delta = W - self.W_d
+        return float((self.product(delta) * delta).sum())
 
     def with_steps(self, optimizer: Optimizer, lr: float, iterations: int) -> Objective:
         """The same loss with another optimiser, learning rate and iteration count (the fast solver's)."""
@@ -298,9 +314,10 @@ class Objective:
         return o.l1 * float(W.abs().sum()) / n1 + o.l2 * (norm**2 if o.l2_squared else norm)
 
     def reconstruction(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The gradient 2c (W - W_d) H of the reconstruction term, and error(W) (0-dim), from one matrix product."""
+        """The gradient 2c (W - W_d) (H + damping I) of the reconstruction term, and its error (0-dim), from one
+        matrix product."""
         delta = W - self.W_d
-        G = delta @ self.H
+        G = self.product(delta)
         return G.mul_(2 * self.c), (G * delta).sum() / (2 * self.c)
 
     def penalty_grad(self, W: torch.Tensor) -> torch.Tensor:
