@@ -9,9 +9,9 @@ For each prunable Linear with dense weight W_d and the calibration inputs X it s
 Steps 2 and 4 read X only through the Gram H that the engine gathers (its N/2 scaling: stats.GRAM), so an
 iteration is one [out, in] x [in, in] product; token activations are never touched.
 
-Choices the paper leaves open, and the defaults (measured in docs/sds.md): the loss is the literal
-sum over tokens, its Gram damped as SparseGPT damps its Hessian (so weights on inputs the calibration hardly
-excites stay near their dense values); ||W||_2 is the Frobenius norm, not squared; step 2 is gradient descent with step lr / L (L the
+Choices the paper leaves open, and the defaults (measured in docs/sds.md): the loss is the literal sum over tokens,
+its Gram damped as SparseGPT damps its Hessian (so weights on inputs the calibration hardly excites stay near their
+dense values); ||W||_2 is the Frobenius norm, not squared; step 2 is gradient descent with step lr / L (L the
 curvature of the loss along H's top eigenvector, so lr 0.1 is a tenth of the largest stable step); step 4 is Adam
 with lr in units of rms(W_d), returning its best iterate. The default `solver=fast` reaches the same or lower errors
 in about a fifth of the products (`solve`); the option `solver=plain` runs the paper's 200 + 200 iterations.
@@ -299,7 +299,7 @@ class Objective:
         return (M @ self.H).add_(M, alpha=self.damping) if self.damping else M @ self.H
 
     def error(self, W: torch.Tensor) -> float:
-        """The fitted error tr((W - W_d) (H + damping I) (W - W_d)^T) (`error` with the damped Gram)."""
+        """The error the steps fit: `error` on the damped Gram, tr((W - W_d) (H + damping I) (W - W_d)^T)."""
         delta = W - self.W_d
         return float((self.product(delta) * delta).sum())
 
