@@ -8,6 +8,7 @@ block to produce the next block's inputs. Only the current block is on the compu
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -21,7 +22,7 @@ from sds_bench.passes import capture_block_inputs, gather_stats, move_to, run_bl
 from sds_bench.plugin import Allocator, Pruner
 from sds_bench.registry import registry
 from sds_bench.sparsity import Sparsity
-from sds_bench.stats import COL_SQ, DENSE_GRAM, GRAM, LayerStats
+from sds_bench.stats import LayerStats
 
 OFFLOAD = ("cpu", "device")
 """Where calibration activations wait while one block is on the compute device."""
@@ -67,11 +68,9 @@ def apply_pruner(model: nn.Module, pruner: Pruner, sparsity: Sparsity | str, cal
                 accs = {name: {**accs[name], **dense_accs[name]} for name in accs}
             given: set[int] = set()  # Linears that share an input share accumulators; each gets its own copy
             for name, acc in accs.items():
-                stats[name].nsamples = calibration.shape[0]
-                stats[name].values = {k: a.value.clone() if id(a) in given else a.value for k, a in acc.items()}
+                stats[name] = replace(stats[name], nsamples=calibration.shape[0], values={
+                    k: a.value.clone() if id(a) in given else a.value for k, a in acc.items()})
                 given.update(id(a) for a in acc.values())
-                stats[name].gram, stats[name].col_sq, stats[name].dense_gram = (
-                    stats[name].values.get(k) for k in (GRAM, COL_SQ, DENSE_GRAM))
         for name, lin in linears.items():
             weight, layer = lin.weight.data, stats[name].name
             target = Sparsity.parse(allocated[layer]) if allocated else sparsity

@@ -47,7 +47,7 @@ class PluginError(UserError):
 
 KINDS = {Pruner: "pruners", Evaluator: "evaluators", Statistic: "statistics", Refinement: "refinements",
          Allocator: "allocators"}
-"""Each kind a plugin registers, and the Registry field holding it by name."""
+"""Each kind a plugin registers, and the Registry field holding it by name (its hook: register_FIELD)."""
 
 
 @dataclass
@@ -134,9 +134,8 @@ def collect(pm: pluggy.PluginManager, origin: dict[str, str], broken: dict[str, 
     whole (a built-in's failure is a bug, and raises). Then derive the refined pruners."""
     reg = Registry(broken=dict(broken or {}))
     hooks: dict[str, list] = {}
-    for kind, hook in zip(KINDS, (pm.hook.register_pruners, pm.hook.register_evaluators, pm.hook.register_statistics,
-                                  pm.hook.register_refinements, pm.hook.register_allocators)):
-        for impl in hook.get_hookimpls():
+    for kind, field_name in KINDS.items():
+        for impl in getattr(pm.hook, f"register_{field_name}").get_hookimpls():
             hooks.setdefault(impl.plugin_name, []).append((impl, kind))
     for plugin, impls in hooks.items():
         source = _label(plugin, origin)

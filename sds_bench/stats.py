@@ -83,10 +83,15 @@ def damp_in_place(H: torch.Tensor, W: torch.Tensor, damp: float) -> None:
     H.diagonal().add_(damp * torch.mean(torch.diag(H)))
 
 
+FIELDS = (GRAM, COL_SQ, DENSE_GRAM)
+"""The built-in statistics that are also fields of LayerStats (the plugin API's first form, kept)."""
+
+
 @dataclass
 class LayerStats:
     """What a pruner receives besides the weight: the statistics it asked for, and a dict to report diagnostics.
-    The built-in Gram, column norms and dense Gram are fields; every statistic, those included, is `stats[name]`."""
+    Every statistic is `stats[name]`; the built-in Gram, column norms and dense Gram are also fields, filled from
+    `values` (or into it) on construction, and a field set later is what `stats[name]` reads."""
 
     name: str
     nsamples: int = 0
@@ -99,8 +104,16 @@ class LayerStats:
     values: dict[str, torch.Tensor] = field(default_factory=dict)
     """Every statistic gathered, by name."""
 
+    def __post_init__(self) -> None:
+        self.values = dict(self.values)
+        for name in FIELDS:
+            if getattr(self, name) is None:
+                setattr(self, name, self.values.get(name))
+            else:
+                self.values[name] = getattr(self, name)
+
     def __getitem__(self, name: str) -> torch.Tensor:
-        value = self.values.get(name, getattr(self, name, None) if name in (GRAM, COL_SQ, DENSE_GRAM) else None)
+        value = getattr(self, name) if name in FIELDS else self.values.get(name)
         if value is None:
             raise KeyError(f"statistic {name!r} was not gathered for {self.name}: name it in the pruner's needs")
         return value

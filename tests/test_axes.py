@@ -11,6 +11,7 @@ import sds_bench
 from sds_bench.cli import main
 from sds_bench.errors import UserError
 from sds_bench.runner import Store
+from sds_bench.stats import LayerStats
 from sds_bench.testing import tiny_calibration, tiny_opt
 
 PLUGIN = Path(__file__).resolve().parent / "axes_plugin"
@@ -102,3 +103,17 @@ def test_kl_is_zero_against_itself_and_grows_with_pruning(tokenizer):
     assert 0 < half["kl_file"] < most["kl_file"] and most["top1_file"] < 1
     with pytest.raises(UserError, match="compares with the dense model"):
         sds_bench.evaluate(pruned, tokenizer, "kl", options)
+
+
+def test_layer_stats_gives_a_built_in_statistic_as_field_and_by_name_however_it_was_built():
+    """The engine and the allocation pass build LayerStats from `values`, older plugins and tests from fields: a pruner
+    or allocator reading either spelling gets the same tensor, and a statistic never gathered is named."""
+    col_sq, extra = torch.rand(8), torch.rand(8)
+    from_values = LayerStats("l", values={"col_sq": col_sq, "col_absmax": extra})
+    assert from_values.col_sq is col_sq and from_values["col_sq"] is col_sq and from_values["col_absmax"] is extra
+    from_field = LayerStats("l", col_sq=col_sq)
+    assert from_field["col_sq"] is col_sq and from_field.values["col_sq"] is col_sq
+    from_field.gram = gram = torch.eye(8)
+    assert from_field["gram"] is gram
+    with pytest.raises(KeyError, match="'col_var' was not gathered for l"):
+        from_field["col_var"]

@@ -445,7 +445,7 @@ def accumulate(xs: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def layer_stats(name: str, values: dict[str, torch.Tensor]) -> LayerStats:
-    return LayerStats(name, col_sq=values[COL_SQ], values=dict(values))
+    return LayerStats(name, values=dict(values))
 
 
 def wanda_base(stats: LayerStats, sparsity: Sparsity):

@@ -162,15 +162,17 @@ def converged(history: list[float], tol: float, window: int) -> bool:
 
 def refit(W: torch.Tensor, objective: Objective, iterations: int,
           stop: Callable[[list[float]], bool]) -> tuple[torch.Tensor, int]:
-    """Minimise the error over the weights W's mask keeps, the mask fixed, by conjugate gradients preconditioned by
-    diag(H), every row at once (each its own step sizes); returns the result and the products used. The error
-    only falls, and each iteration's follows from quantities CG computes anyway."""
+    """Minimise the (damped) error over the weights W's mask keeps, the mask fixed, by conjugate gradients
+    preconditioned by the damped Gram's diagonal, every row at once (each its own step sizes); returns the result and
+    the products used. The error only falls, and each iteration's follows from quantities CG computes anyway."""
     if not iterations:
         return W, 0
     H, mask = objective.H, W != 0
     d = (torch.diagonal(H) + objective.damping).clamp_min(torch.finfo(H.dtype).tiny)
-    R = objective.product(objective.W_d - W).masked_fill_(~mask, 0)
-    err = objective.error(W)
+    delta = W - objective.W_d
+    G = objective.product(delta)
+    err = float((G * delta).sum())
+    R = G.neg_().masked_fill_(~mask, 0)
     Z = R / d
     P, rz, history = Z.clone(), (R * Z).sum(1, keepdim=True), [err]
     for i in range(iterations):
@@ -297,11 +299,6 @@ class Objective:
     def product(self, M: torch.Tensor) -> torch.Tensor:
         """M (H + damping I), a new tensor: the one [out, in] x [in, in] product of an iteration."""
         return (M @ self.H).add_(M, alpha=self.damping) if self.damping else M @ self.H
-
-    def error(self, W: torch.Tensor) -> float:
-        """The error the steps fit: `error` on the damped Gram, tr((W - W_d) (H + damping I) (W - W_d)^T)."""
-        delta = W - self.W_d
-        return float((self.product(delta) * delta).sum())
 
     def with_steps(self, optimizer: Optimizer, lr: float, iterations: int) -> Objective:
         """The same loss with another optimiser, learning rate and iteration count (the fast solver's)."""
